@@ -102,9 +102,7 @@ class Sample:
         )
 
 
-def missing_band_set_mask(
-    values: torch.Tensor, spec: modalities.ModalitySpec
-) -> torch.Tensor:
+def missing_band_set_mask(values: torch.Tensor, spec: modalities.ModalitySpec) -> torch.Tensor:
     """Per band set, True where every band of the set equals MISSING_VALUE.
 
     values: spatial `[..., C]` (any leading axes); returns `[..., S]` bool.

@@ -1,0 +1,71 @@
+"""The lock parser behind @pypi: every package pinned and hashed, dependency edges, errors."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_venv  # noqa: E402
+
+LOCK_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements.lock")
+
+
+def test_real_lock_pins_every_direct_requirement_with_a_hash():
+    packages = make_venv.parse_lock(open(LOCK_PATH).read())
+    for direct in ("torch", "einops", "numpy", "h5py", "wandb", "absl_py", "pytest", "pyyaml"):
+        assert direct in packages, direct
+    assert all(info["hashed"] for info in packages.values())
+    assert packages["torch"]["version"].startswith("2.13.0")
+
+
+def test_transitive_edges_come_from_via_comments():
+    lock = """\
+torch==2.13.0 \\
+    --hash=sha256:aa
+    # via -r requirements.in
+sympy==1.14.0 \\
+    --hash=sha256:bb
+    # via torch
+markupsafe==3.0 \\
+    --hash=sha256:cc
+    # via
+    #   jinja2
+    #   werkzeug
+"""
+    packages = make_venv.parse_lock(lock)
+    assert packages["torch"]["required_by"] == []
+    assert packages["sympy"]["required_by"] == ["torch"]
+    assert packages["markupsafe"]["required_by"] == ["jinja2", "werkzeug"]
+
+
+def test_names_are_normalized_to_bazel_targets():
+    assert make_venv.normalize("PyYAML") == "pyyaml"
+    assert make_venv.normalize("absl-py") == "absl_py"
+    assert make_venv.normalize("typing.extensions") == "typing_extensions"
+
+
+def test_unhashed_package_fails_naming_the_fix(tmp_path, capsys):
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("einops==0.8.2\n    # via -r requirements.in\n")
+    argv = ["make_venv", "--python", sys.executable, "--lock", str(lock)]
+    argv += ["--cache-root", str(tmp_path / "cache"), "--repo", str(tmp_path / "repo")]
+    old_argv, sys.argv = sys.argv, argv
+    try:
+        with pytest.raises(SystemExit):
+            make_venv.main()
+    finally:
+        sys.argv = old_argv
+    message = capsys.readouterr().err
+    assert "einops without a hash" in message
+    assert "requirements_update" in message
+
+
+def test_python_other_than_311_is_refused_with_install_hint(tmp_path, capsys):
+    fake = tmp_path / "python3.12"
+    fake.write_text("#!/bin/sh\necho 3 12\n")
+    fake.chmod(0o755)
+    with pytest.raises(SystemExit):
+        make_venv.check_python(str(fake))
+    message = capsys.readouterr().err
+    assert "Python 3.12" in message and "apt-get install python3.11" in message
