@@ -69,3 +69,66 @@ def test_python_other_than_311_is_refused_with_install_hint(tmp_path, capsys):
         make_venv.check_python(str(fake))
     message = capsys.readouterr().err
     assert "Python 3.12" in message and "apt-get install python3.11" in message
+
+
+def _tiny_wheel(directory):
+    """A one-module wheel pip can install offline (no index, no network)."""
+    import zipfile
+
+    path = directory / "tinypkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr("tinypkg.py", "VALUE = 1\n")
+        wheel.writestr(
+            "tinypkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n"
+        )
+        wheel.writestr(
+            "tinypkg-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        wheel.writestr("tinypkg-1.0.dist-info/RECORD", "")
+    return path
+
+
+def _run_main(tmp_path, lock, pip_args):
+    argv = ["make_venv", "--python", sys.executable, "--lock", str(lock)]
+    argv += ["--cache-root", str(tmp_path / "cache"), "--repo", str(tmp_path / "repo")]
+    argv += ["--pip-args", pip_args]
+    (tmp_path / "repo").mkdir(exist_ok=True)
+    old_argv, sys.argv = sys.argv, argv
+    try:
+        make_venv.main()
+    finally:
+        sys.argv = old_argv
+
+
+def test_hash_mismatch_fails_naming_requirements_update(tmp_path, capsys):
+    if sys.version_info[:2] != (3, 11):
+        pytest.skip("make_venv only accepts Python 3.11")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _tiny_wheel(wheels)
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("tinypkg==1.0 \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    with pytest.raises(SystemExit):
+        _run_main(tmp_path, lock, f"--no-index --find-links {wheels}")
+    message = capsys.readouterr().err
+    assert "does not match the hash" in message
+    assert "requirements_update" in message
+    assert not list((tmp_path / "cache").glob("venv-*/terra-lab-venv-complete.json"))
+
+
+def test_matching_lock_builds_repository_with_one_target_per_package(tmp_path):
+    if sys.version_info[:2] != (3, 11):
+        pytest.skip("make_venv only accepts Python 3.11")
+    import hashlib
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    digest = hashlib.sha256(_tiny_wheel(wheels).read_bytes()).hexdigest()
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(f"tinypkg==1.0 \\\n    --hash=sha256:{digest}\n    # via -r requirements.in\n")
+    _run_main(tmp_path, lock, f"--no-index --find-links {wheels}")
+    build = (tmp_path / "repo" / "BUILD.bazel").read_text()
+    assert 'name = "tinypkg"' in build
+    assert "python_toolchain" in build
+    assert (tmp_path / "repo" / "meta" / "tinypkg.METADATA").read_text().startswith("Metadata")
