@@ -8,6 +8,8 @@ Targets of the generated repository:
     @pypi//:<package>          one py_library per locked package (`@pypi//:torch`, `@pypi//:pyyaml`)
     @pypi//:python_toolchain   the Python toolchain on the venv's interpreter
     @pypi//:bin/ruff, @pypi//:bin/python   executables of the venv
+    @pypi//:site_packages      `pypi_site_packages.activate()` appends the venv's site-packages
+                               to sys.path (how tests reach a second environment, @reference)
 """
 
 def _find_python(rctx):
@@ -46,6 +48,8 @@ def _pip_lock_repository_impl(rctx):
             _cache_root(rctx),
             "--repo",
             rctx.path("."),
+            "--repo-name",
+            rctx.name,
             "--pip-args",
             rctx.os.environ.get("TERRA_LAB_PIP_ARGS", ""),
         ],
