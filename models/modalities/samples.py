@@ -108,7 +108,14 @@ def missing_band_set_mask(values: torch.Tensor, spec: modalities.ModalitySpec) -
     values: spatial `[..., C]` (any leading axes); returns `[..., S]` bool.
     """
     is_missing = values == modalities.MISSING_VALUE
-    per_set = [is_missing[..., list(indices)].all(dim=-1) for indices in spec.band_set_indices()]
+    per_set = []
+    for indices in spec.band_set_indices():
+        if list(indices) == list(range(indices[0], indices[-1] + 1)):
+            # A contiguous run (every default band set) is a view; a list index would copy
+            # the whole [..., C] tensor, which was 80% of masking time at B=32, 64x64, T=12.
+            per_set.append(is_missing[..., indices[0] : indices[-1] + 1].all(dim=-1))
+        else:
+            per_set.append(is_missing[..., list(indices)].all(dim=-1))
     return torch.stack(per_set, dim=-1)
 
 

@@ -51,3 +51,18 @@ def test_flatten_concatenates_modalities_in_canonical_order():
     assert flat.shape == (1, 2 * 2 * 3 * 3 + 4, 4)
     assert flat_mask.shape == flat.shape[:2]
     assert (flat[0, :36] == 1.0).all() and (flat[0, 36:] == 2.0).all()
+
+
+def test_missing_mask_is_the_same_for_regrouped_noncontiguous_band_sets():
+    values = torch.rand(1, 2, 2, 1, 12)
+    values[..., [0, 5]] = modalities.MISSING_VALUE
+    regrouped = modalities.SENTINEL2_L2A.regroup(
+        [
+            ("B02", "B06"),
+            tuple(b for b in modalities.SENTINEL2_L2A.storage_bands if b not in ("B02", "B06")),
+        ]
+    )
+    from models.modalities.samples import missing_band_set_mask
+
+    mask = missing_band_set_mask(values, regrouped)
+    assert mask[..., 0].all() and not mask[..., 1].any()

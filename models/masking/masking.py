@@ -1,0 +1,73 @@
+"""Masking strategies by name: the public entry point of `models.masking`.
+
+    config = masking_config_from_name("modality_cross_random", tokenization=tok)
+    strategy = config.build()
+    view = strategy.apply(sample, patch_size=4, generator=torch.Generator().manual_seed(0))
+
+Every strategy returns a `MaskedSample` whose masks are `[B, H, W, T, S]` int8
+`MaskValue`s, constant inside each patch and MISSING exactly where a band set has no
+data (see `models.masking.base` for the shared rules).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.masking.base import DECODE_ONLY_MODALITIES, MaskingConfig, MaskingStrategy
+from models.masking.modality_cross import (
+    ModalityCrossRandomMasking,
+    ModalityCrossRandomMaskingConfig,
+)
+from models.masking.random_space_time import (
+    RandomMasking,
+    RandomMaskingConfig,
+    SpaceMasking,
+    SpaceMaskingConfig,
+    TimeMasking,
+    TimeMaskingConfig,
+)
+from models.masking.with_decode import (
+    RandomTimeWithDecodeMasking,
+    RandomTimeWithDecodeMaskingConfig,
+)
+
+__all__ = [
+    "DECODE_ONLY_MODALITIES",
+    "MASKING_STRATEGIES",
+    "MaskingConfig",
+    "MaskingStrategy",
+    "ModalityCrossRandomMasking",
+    "ModalityCrossRandomMaskingConfig",
+    "RandomMasking",
+    "RandomMaskingConfig",
+    "RandomTimeWithDecodeMasking",
+    "RandomTimeWithDecodeMaskingConfig",
+    "SpaceMasking",
+    "SpaceMaskingConfig",
+    "TimeMasking",
+    "TimeMaskingConfig",
+    "masking_config_from_name",
+]
+
+MASKING_STRATEGIES: dict[str, type[MaskingConfig]] = {
+    config.name: config
+    for config in (
+        RandomMaskingConfig,
+        SpaceMaskingConfig,
+        TimeMaskingConfig,
+        ModalityCrossRandomMaskingConfig,
+        RandomTimeWithDecodeMaskingConfig,
+    )
+}
+"""Registry: strategy name (the reference's registry key) -> its config class."""
+
+
+def masking_config_from_name(name: str, **kwargs: Any) -> MaskingConfig:
+    """The config of strategy `name`, built with `kwargs` (validated by the config)."""
+    try:
+        config_class = MASKING_STRATEGIES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown masking strategy {name!r}; valid names are {list(MASKING_STRATEGIES)}"
+        ) from None
+    return config_class(**kwargs)
