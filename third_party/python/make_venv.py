@@ -20,6 +20,7 @@ import argparse
 import fcntl
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ from pathlib import Path
 
 REQUIRED_PYTHON = (3, 11)
 COMPLETE_MARKER = "terra-lab-venv-complete.json"
+ACTIVE_LINK = "active"
 FIX_LOCK = "run `./tools/bazel run //third_party/python:requirements_update` to regenerate the lock"
 
 
@@ -157,7 +159,9 @@ def find_metadata(site: Path, info: dict) -> Path:
     raise AssertionError  # unreachable
 
 
-def write_repository(repo: Path, repo_name: str, venv: Path, packages: dict[str, dict]) -> None:
+def write_repository(
+    repo: Path, repo_name: str, venv: Path, interpreter: Path, packages: dict[str, dict]
+) -> None:
     site = site_packages(venv)
     # A second environment (the reference implementation) is not the interpreter's own venv;
     # tests that need it call `<repo>_site_packages.activate()` to append its site-packages.
@@ -184,7 +188,7 @@ def write_repository(repo: Path, repo_name: str, venv: Path, packages: dict[str,
         "",
         "py_runtime(",
         '    name = "python3",',
-        f'    interpreter_path = "{venv}/bin/python",',
+        f'    interpreter_path = "{interpreter}",',
         '    python_version = "PY3",',
         '    stub_shebang = "#!/usr/bin/env python3",',
         ")",
@@ -237,6 +241,11 @@ def main() -> None:
     parser.add_argument("--cache-root", required=True, type=Path)
     parser.add_argument("--repo", required=True, type=Path)
     parser.add_argument("--repo-name", default="pypi")
+    parser.add_argument(
+        "--activate",
+        action="store_true",
+        help="make this venv the machine's active one (the toolchain's interpreter)",
+    )
     parser.add_argument("--pip-args", default="")
     args = parser.parse_args()
 
@@ -259,7 +268,28 @@ def main() -> None:
             (venv / COMPLETE_MARKER).write_text(
                 json.dumps({"lock_sha256_prefix": digest, "packages": len(packages)})
             )
-    write_repository(args.repo, args.repo_name, venv, packages)
+    interpreter = venv / "bin" / "python"
+    if args.activate:
+        activate(args.cache_root, venv)
+        interpreter = args.cache_root / ACTIVE_LINK / "bin" / "python"
+    write_repository(args.repo, args.repo_name, venv, interpreter, packages)
+
+
+def activate(cache_root: Path, venv: Path) -> None:
+    """Points `<cache>/active` at `venv` (atomically: a new link renamed over the old one).
+
+    The toolchain runs `<cache>/active/bin/python`, a path that does not change with the
+    lock. Bazel keys test actions on the interpreter path, so a lock-specific path would
+    re-run every test after any bump; with a stable one, only the tests whose @pypi targets
+    (their METADATA files) changed re-run. tools/bazel re-points the link to the checkout's
+    own lock before every command, and pytest_main.py refuses to run against a venv that does
+    not match the test's METADATA (say, after another clone switched it).
+    """
+    temporary = cache_root / f".{ACTIVE_LINK}.{os.getpid()}"
+    if temporary.is_symlink():
+        temporary.unlink()
+    temporary.symlink_to(venv.name)
+    os.replace(temporary, cache_root / ACTIVE_LINK)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def _pip_lock_repository_impl(rctx):
             rctx.name,
             "--pip-args",
             rctx.os.environ.get("TERRA_LAB_PIP_ARGS", ""),
-        ],
+        ] + (["--activate"] if rctx.attr.toolchain else []),
         timeout = 3600,
         quiet = False,
     )
@@ -63,6 +63,10 @@ pip_lock_repository = repository_rule(
     implementation = _pip_lock_repository_impl,
     attrs = {
         "lock": attr.label(mandatory = True, allow_single_file = True),
+        "toolchain": attr.bool(
+            default = False,
+            doc = "This venv is the interpreter of the Python toolchain (one repository only).",
+        ),
         "_make_venv": attr.label(default = "//third_party/python:make_venv.py", allow_single_file = True),
     },
     environ = ["TERRA_LAB_PYTHON", "TERRA_LAB_PIP_ARGS", "HOME", "XDG_CACHE_HOME"],

@@ -5,13 +5,45 @@ test's sources as arguments (tools/build_rules/python.bzl). JUnit XML goes where
 ($XML_OUTPUT_FILE), `--test_filter` becomes `-k`, and pytest writes no cache into the tree.
 """
 
+import glob
+import importlib.metadata
 import os
 import sys
 
 import pytest
 
 
+def check_python_env() -> str | None:
+    """The test's @pypi packages must be the versions installed in the interpreter's venv.
+
+    Each @pypi target brings its METADATA file into the runfiles (that is how Bazel knows a
+    bump changed the test's inputs). The venv itself is shared by the clones on a machine
+    and switched by tools/bazel; if another clone switched it to a different lock, say so
+    instead of testing against the wrong packages.
+    """
+    runfiles_root = os.path.dirname(os.getcwd())
+    for path in glob.glob(os.path.join(runfiles_root, "pypi", "meta", "*.METADATA")):
+        fields = dict(
+            line.split(": ", 1) for line in open(path).read().splitlines()[:4] if ": " in line
+        )
+        name, wanted = fields.get("Name"), fields.get("Version")
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed != wanted:
+            return (
+                f"{name}: this checkout's lock pins {wanted}, but the active Python environment "
+                f"has {installed}. Another checkout switched ~/.cache/terra-lab/python/active; "
+                "run the test through ./tools/bazel (it selects this checkout's environment)."
+            )
+    return None
+
+
 def main() -> int:
+    if problem := check_python_env():
+        print(f"terra-lab: {problem}", file=sys.stderr)
+        return 1
     args = ["-p", "no:cacheprovider", "-q", "-ra", "--color=no", *sys.argv[1:]]
     if xml := os.environ.get("XML_OUTPUT_FILE"):
         args += ["--junitxml", xml]
