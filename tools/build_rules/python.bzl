@@ -13,6 +13,13 @@ attributes), so moving to rules_python means changing the load() line. What they
 _PYTEST_MAIN = "//tools/build_rules:pytest_main.py"
 _LINT_MAIN = "//tools/lint:lint_main.py"
 
+def _unique(labels):
+    result = []
+    for label in labels:
+        if label not in result:
+            result.append(label)
+    return result
+
 def _package_init_deps():
     """[":init_py"] when this package has an __init__.py, declaring the target once."""
     if not native.glob(["__init__.py"]):
@@ -56,7 +63,7 @@ def py_test(name, srcs, deps = [], args = [], **kwargs):
         name = name,
         srcs = srcs + [_PYTEST_MAIN],
         main = _PYTEST_MAIN,
-        deps = deps + _package_init_deps() + ["//:conftest", "@pypi//:pytest"],
+        deps = _unique(deps + _package_init_deps() + ["//:conftest", "@pypi//:pytest"]),
         args = ["%s/%s" % (native.package_name(), src) for src in srcs] + args,
         python_version = "PY3",
         srcs_version = "PY3",

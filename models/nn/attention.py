@@ -1,0 +1,139 @@
+"""Transformer layers: self-attention, cross-attention, MLP, DropPath and pre-norm blocks.
+
+Attention runs on `F.scaled_dot_product_attention`. A key padding mask `[B, N]` (True = this
+key takes part) is passed only when some sample is actually padded; with `None` SDPA can use
+its fastest kernels. Tokens are `[B, N, D]` (legend: models/modalities/samples.py).
+"""
+
+from __future__ import annotations
+
+import einops
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+    """q [B, heads, Nq, Dh], k/v [B, heads, Nk, Dh], mask [B, Nk] (True = attend)."""
+    attn_mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused qkv projection Linear(D, 3D).
+
+    The output rows of `qkv` are [q; k; v], each split into heads as (heads, head_dim), so a
+    reference checkpoint's separate q, k, v weights load by concatenation.
+    """
+
+    def __init__(self, width: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if width % num_heads:
+            raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(width, 3 * width, bias=qkv_bias)
+        self.qkv.fused_chunks = 3
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """x [B, N, D]; key_padding_mask [B, N] or None -> [B, N, D]."""
+        q, k, v = einops.rearrange(
+            self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads
+        ).unbind(0)
+        out = _sdpa(q, k, v, key_padding_mask)
+        return self.proj(einops.rearrange(out, "b h n d -> b n (h d)"))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of queries over a separate context: q Linear(D, D), kv Linear(D, 2D)."""
+
+    def __init__(self, width: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if width % num_heads:
+            raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.q = nn.Linear(width, width, bias=qkv_bias)
+        self.kv = nn.Linear(width, 2 * width, bias=qkv_bias)
+        self.kv.fused_chunks = 2
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: Tensor, context: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """x [B, Nq, D] attends to context [B, Nk, D]; key_padding_mask [B, Nk] -> [B, Nq, D]."""
+        q = einops.rearrange(self.q(x), "b n (h d) -> b h n d", h=self.num_heads)
+        k, v = einops.rearrange(
+            self.kv(context), "b n (two h d) -> two b h n d", two=2, h=self.num_heads
+        ).unbind(0)
+        out = _sdpa(q, k, v, key_padding_mask)
+        return self.proj(einops.rearrange(out, "b h n d -> b n (h d)"))
+
+
+class Mlp(nn.Module):
+    """Linear(D, ratio D) -> GELU (exact erf) -> Linear(ratio D, D)."""
+
+    def __init__(self, width: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.fc1 = nn.Linear(width, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zeroes a sample's residual branch with probability p.
+
+    Kept branches are scaled by 1 / (1 - p) so the expectation is unchanged; identity in eval
+    and when p = 0.
+    """
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
+        self.drop_prob = drop_prob
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep_prob = 1.0 - self.drop_prob
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        keep = torch.floor(keep_prob + torch.rand(shape, dtype=x.dtype, device=x.device))
+        return x.div(keep_prob) * keep
+
+
+class Block(nn.Module):
+    """Pre-norm ViT block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = SelfAttention(width, num_heads)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = Mlp(width, mlp_ratio)
+
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), key_padding_mask))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class CrossBlock(nn.Module):
+    """Pre-norm cross-attention block: queries attend only to the context, never to each other.
+
+    x + DropPath(CrossAttn(LN(x), context)), then x + DropPath(MLP(LN(x))). The context enters
+    the key/value projection without a norm (as the reference) and is not updated.
+    """
+
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = CrossAttention(width, num_heads)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = Mlp(width, mlp_ratio)
+
+    def forward(self, x: Tensor, context: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), context, key_padding_mask))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
