@@ -5,6 +5,7 @@ test's sources as arguments (tools/build_rules/python.bzl). JUnit XML goes where
 ($XML_OUTPUT_FILE), `--test_filter` becomes `-k`, and pytest writes no cache into the tree.
 """
 
+import email.parser
 import glob
 import importlib.metadata
 import os
@@ -23,10 +24,9 @@ def check_python_env() -> str | None:
     """
     runfiles_root = os.path.dirname(os.getcwd())
     for path in glob.glob(os.path.join(runfiles_root, "pypi", "meta", "*.METADATA")):
-        fields = dict(
-            line.split(": ", 1) for line in open(path).read().splitlines()[:4] if ": " in line
-        )
-        name, wanted = fields.get("Name"), fields.get("Version")
+        with open(path, encoding="utf-8", errors="replace") as metadata:
+            headers = email.parser.HeaderParser().parse(metadata)
+        name, wanted = headers["Name"], headers["Version"]
         try:
             installed = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -1,0 +1,109 @@
+"""Periodic atomic checkpoints, retention, and automatic resume.
+
+Cadence: a checkpoint every `interval` steps (kept: the newest `keep_last`) and a
+permanent one every `permanent_interval` steps (never pruned); the reference recipe uses
+250 and 5000. A final checkpoint is written when training ends normally.
+
+Resume: at `pre_train`, leftovers of interrupted writes are deleted and the newest
+complete `checkpoints/step_<N>/` is loaded on every rank (rank 0 picks it and tells the
+others, so all ranks load the same one).
+
+The checkpointer has the lowest priority: in `post_step` it runs after the loggers, so a
+step's metrics are on disk before a checkpoint that would skip past them exists. No
+checkpoint is written after a step that raised (a non-finite loss stops the run inside
+the step, before any `post_step`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from models.train import checkpoint, distributed
+from models.train.callbacks.callback import Callback, Metrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class CheckpointerConfig:
+    """Attributes:
+    interval: steps between checkpoints (>= 1).
+    keep_last: how many of the newest non-permanent checkpoints to keep (>= 1).
+    permanent_interval: steps between checkpoints that are never deleted; None: none.
+    save_final: write a checkpoint after the last step.
+    resume: load the newest complete checkpoint of the run folder at start.
+    """
+
+    interval: int = 250
+    keep_last: int = 1
+    permanent_interval: int | None = 5000
+    save_final: bool = True
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        if self.interval < 1:
+            raise ValueError(f"CheckpointerConfig.interval must be >= 1, got {self.interval}")
+        if self.keep_last < 1:
+            raise ValueError(f"CheckpointerConfig.keep_last must be >= 1, got {self.keep_last}")
+        if self.permanent_interval is not None and self.permanent_interval < 1:
+            raise ValueError(
+                "CheckpointerConfig.permanent_interval must be >= 1 or None, got "
+                f"{self.permanent_interval}"
+            )
+
+
+class CheckpointerCallback(Callback):
+    priority = -100
+
+    def __init__(self, config: CheckpointerConfig) -> None:
+        self.config = config
+        self.last_saved_step: int | None = None
+
+    @property
+    def directory(self) -> Path:
+        return self.trainer.run_dir.checkpoints_dir
+
+    def pre_train(self) -> None:
+        if not self.config.resume:
+            return
+        latest: str | None = None
+        if self.trainer.is_main:
+            for leftover in checkpoint.remove_incomplete(self.directory):
+                logger.warning("removed an incomplete checkpoint: %s", leftover)
+            found = checkpoint.latest_complete(self.directory)
+            latest = None if found is None else str(found)
+        latest = distributed.broadcast_object(latest)
+        if latest is None:
+            return
+        self.trainer.load_checkpoint_parts(checkpoint.load(Path(latest)))
+        self.trainer.resumed_from = Path(latest)
+        self.last_saved_step = self.trainer.step
+        logger.info("resumed from %s (step %d)", latest, self.trainer.step)
+
+    def _due(self, step: int) -> bool:
+        permanent = self.config.permanent_interval
+        return step % self.config.interval == 0 or bool(permanent and step % permanent == 0)
+
+    def post_step(self, step: int, metrics: Metrics) -> None:
+        if self._due(step):
+            self.save(step)
+
+    def post_train(self) -> None:
+        if self.config.save_final and self.last_saved_step != self.trainer.step:
+            self.save(self.trainer.step)
+
+    def save(self, step: int) -> Path:
+        """Checkpoint the trainer's current state as `step_<step>` (collective)."""
+        parts = self.trainer.checkpoint_parts()
+        path = self.directory / checkpoint.step_dir_name(step)
+        if self.trainer.is_main:
+            meta = {"world_size": self.trainer.env.world_size, "time": time.time()}
+            path = checkpoint.save(self.directory, step, parts, meta)
+            checkpoint.prune(self.directory, self.config.keep_last, self.config.permanent_interval)
+        distributed.barrier()  # nobody runs ahead of a checkpoint that may be read back
+        self.last_saved_step = step
+        self.trainer.notify_checkpoint(step, path)
+        return path

@@ -1,0 +1,71 @@
+"""Tests for writing the resolved config as config.yaml."""
+
+import dataclasses
+import enum
+import types
+from pathlib import Path
+
+import torch
+import yaml
+
+from models.train.callbacks import config_saver
+from models.train.run_dir import RunDirectory
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Inner:
+    sizes: tuple[int, ...] = (1, 2)
+    color: Color = Color.RED
+
+
+@dataclasses.dataclass
+class Outer:
+    inner: Inner = dataclasses.field(default_factory=Inner)
+    path: Path = Path("/data")
+    dtype: torch.dtype = torch.bfloat16
+    lr: float = 1e-4
+
+
+class WithAsDict:
+    def as_dict(self) -> dict:
+        return {"_CLASS_": "x.Y", "depth": 4}
+
+
+def _saver(tmp_path: Path, config: object) -> config_saver.ConfigSaverCallback:
+    callback = config_saver.ConfigSaverCallback(config)
+    callback.attach(types.SimpleNamespace(is_main=True, run_dir=RunDirectory(tmp_path).create()))
+    return callback
+
+
+def test_nested_dataclasses_become_yaml_with_class_names(tmp_path: Path) -> None:
+    _saver(tmp_path, Outer()).pre_train()
+    data = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert data == {
+        "_class_": f"{__name__}.Outer",
+        "inner": {"_class_": f"{__name__}.Inner", "sizes": [1, 2], "color": "red"},
+        "path": "/data",
+        "dtype": "torch.bfloat16",
+        "lr": 1e-4,
+    }
+
+
+def test_objects_with_as_dict_are_written_through_it(tmp_path: Path) -> None:
+    _saver(tmp_path, WithAsDict()).pre_train()
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == {
+        "_CLASS_": "x.Y",
+        "depth": 4,
+    }
+
+
+def test_a_changed_config_on_restart_keeps_the_earlier_one_aside(tmp_path: Path) -> None:
+    _saver(tmp_path, Outer(lr=1.0)).pre_train()
+    _saver(tmp_path, Outer(lr=1.0)).pre_train()  # unchanged: nothing kept aside
+    assert [p.name for p in tmp_path.glob("config*.yaml")] == ["config.yaml"]
+    _saver(tmp_path, Outer(lr=2.0)).pre_train()
+    kept = list(tmp_path.glob("config.before-*.yaml"))
+    assert len(kept) == 1 and yaml.safe_load(kept[0].read_text())["lr"] == 1.0
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["lr"] == 2.0

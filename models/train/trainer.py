@@ -1,0 +1,330 @@
+"""The training loop: steps, duration, the run folder lock, and callbacks around them.
+
+The trainer owns the loop and the run's bookkeeping; everything else is delegated:
+the step itself to a train module (`train_batch(batch, step) -> metrics`), batches to a
+data loader, and logging / checkpointing / plotting to callbacks (callbacks/).
+
+Steps are counted from 1: `trainer.step` is the number of completed optimizer steps, so a
+checkpoint `step_<N>` holds the state after N updates and a resumed run continues with
+step N + 1 on the batch that would have followed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from models.train import distributed, rng
+from models.train.callbacks.callback import Callback, Metrics, sort_by_priority
+from models.train.callbacks.checkpointer import CheckpointerCallback, CheckpointerConfig
+from models.train.callbacks.config_saver import ConfigSaverCallback
+from models.train.callbacks.loss_plot import LossPlotCallback
+from models.train.callbacks.metrics_logger import MetricsLoggerCallback
+from models.train.callbacks.progress import ProgressCallback, ProgressConfig
+from models.train.callbacks.wandb_logger import WandbCallback, WandbConfig
+from models.train.run_dir import RunDirConfig, RunDirectory, RunLock
+
+logger = logging.getLogger(__name__)
+
+_END = object()
+DURATION_UNITS = ("steps", "epochs")
+
+
+@dataclasses.dataclass
+class Duration:
+    """How long to train: `value` optimizer steps or `value` passes over the dataset."""
+
+    value: int
+    unit: str = "steps"
+
+    def __post_init__(self) -> None:
+        if self.unit not in DURATION_UNITS:
+            raise ValueError(f"Duration.unit must be one of {DURATION_UNITS}, got {self.unit!r}")
+        if isinstance(self.value, bool) or not isinstance(self.value, int) or self.value < 1:
+            raise ValueError(f"Duration.value must be an integer >= 1, got {self.value!r}")
+
+    @classmethod
+    def steps(cls, value: int) -> Duration:
+        return cls(value, "steps")
+
+    @classmethod
+    def epochs(cls, value: int) -> Duration:
+        return cls(value, "epochs")
+
+    def to_steps(self, steps_per_epoch: int) -> int:
+        return self.value if self.unit == "steps" else self.value * steps_per_epoch
+
+
+class TrainModule(Protocol):
+    """What the trainer needs from a train module."""
+
+    def train_batch(self, batch: Any, step: int) -> Metrics: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class DataLoader(Protocol):
+    """What the trainer needs from a data loader.
+
+    Iterating yields this rank's batches for the rest of the current epoch (from the
+    restored position after `load_state_dict`), then the next iteration starts the next
+    epoch. `len()` is the number of batches (= optimizer steps) in one epoch.
+    """
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    """The loop and its callbacks.
+
+    Attributes:
+        run: where the run folder is (also the W&B project and run name).
+        max_duration: total training length; epochs count batches of the data loader.
+        seed: seeds every generator before the model is built (the entry point does it).
+        log_interval: write metrics (jsonl, W&B, progress line) every this many steps.
+        deterministic: `torch.use_deterministic_algorithms(True)` (bit-exact resume on
+            CPU; slower on GPU).
+        checkpointer: checkpoint cadence, retention and resume.
+        progress: the stderr progress line.
+        wandb: Weights & Biases logging.
+        save_config: write the resolved config as config.yaml.
+        plot_loss: write plots/loss.png at the end of training.
+    """
+
+    run: RunDirConfig
+    max_duration: Duration = dataclasses.field(default_factory=lambda: Duration.epochs(300))
+    seed: int = 12536
+    log_interval: int = 1
+    deterministic: bool = False
+    checkpointer: CheckpointerConfig = dataclasses.field(default_factory=CheckpointerConfig)
+    progress: ProgressConfig = dataclasses.field(default_factory=ProgressConfig)
+    wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
+    save_config: bool = True
+    plot_loss: bool = True
+
+    def __post_init__(self) -> None:
+        if self.log_interval < 1:
+            raise ValueError(f"TrainerConfig.log_interval must be >= 1, got {self.log_interval}")
+        if not isinstance(self.max_duration, Duration):
+            raise ValueError(
+                f"TrainerConfig.max_duration must be a Duration, got {self.max_duration!r}"
+            )
+
+    def build(
+        self,
+        train_module: TrainModule,
+        data_loader: DataLoader,
+        env: distributed.DistributedEnv | None = None,
+        callbacks: Sequence[Callback] = (),
+        config_to_save: Any = None,
+    ) -> Trainer:
+        """The trainer with the standard callbacks plus `callbacks`.
+
+        Args:
+            train_module: runs one optimizer step per batch.
+            data_loader: this rank's batches.
+            env: rank and world size (default: read from the environment).
+            callbacks: extra callbacks (evaluation, test hooks, ...).
+            config_to_save: the whole experiment config for config.yaml and W&B
+                (default: this trainer config).
+        """
+        env = env or distributed.DistributedEnv.from_environ()
+        config_to_save = self if config_to_save is None else config_to_save
+        standard: list[Callback] = [CheckpointerCallback(self.checkpointer)]
+        if self.save_config:
+            standard.append(ConfigSaverCallback(config_to_save))
+        standard.append(MetricsLoggerCallback())
+        if self.progress.enabled:
+            standard.append(ProgressCallback(self.progress))
+        if self.wandb.enabled:
+            standard.append(
+                WandbCallback(self.wandb, self.run.project, self.run.name, config_to_save)
+            )
+        if self.plot_loss:
+            standard.append(LossPlotCallback())
+        return Trainer(
+            config=self,
+            train_module=train_module,
+            data_loader=data_loader,
+            run_dir=self.run.build(),
+            env=env,
+            callbacks=[*standard, *callbacks],
+        )
+
+
+class Trainer:
+    """Runs `train_module.train_batch` over the data loader until `max_steps`."""
+
+    def __init__(
+        self,
+        config: TrainerConfig,
+        train_module: TrainModule,
+        data_loader: DataLoader,
+        run_dir: RunDirectory,
+        env: distributed.DistributedEnv,
+        callbacks: Iterable[Callback],
+    ) -> None:
+        self.config = config
+        self.train_module = train_module
+        self.data_loader = data_loader
+        self.run_dir = run_dir
+        self.env = env
+        self.steps_per_epoch = len(data_loader)
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                "the data loader yields no batch per epoch: the dataset has fewer samples "
+                "than one global batch"
+            )
+        self.max_steps = config.max_duration.to_steps(self.steps_per_epoch)
+        self.step = 0
+        self.resumed_from: Path | None = None
+        self.callbacks = sort_by_priority(list(callbacks))
+        for callback in self.callbacks:
+            callback.attach(self)
+        self._lock: RunLock | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that writes into the run folder."""
+        return self.env.is_main
+
+    def is_log_step(self, step: int) -> bool:
+        return step % self.config.log_interval == 0 or step == self.max_steps
+
+    def fit(self) -> None:
+        """Train to `max_steps` (resuming first when a checkpoint exists)."""
+        if self.is_main:
+            self.run_dir.create()
+            self._lock = self.run_dir.lock().acquire()
+        try:
+            self._run()
+        except BaseException as error:
+            for callback in self.callbacks:
+                try:
+                    callback.on_error(error)
+                except Exception:  # cleanup must not hide the original error
+                    logger.exception("callback %s failed in on_error", type(callback).__name__)
+            raise
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _batches(self) -> Iterator[Any]:
+        """Batches across epochs, fetched with the random generators isolated.
+
+        A pass may be empty once: a run resumed from a checkpoint taken after an epoch's
+        last batch first finishes that (exhausted) epoch.
+        """
+        empty_passes = 0
+        while True:
+            iterator = iter(self.data_loader)
+            fetched = False
+            while True:
+                with rng.isolated():
+                    batch = next(iterator, _END)
+                if batch is _END:
+                    break
+                fetched, empty_passes = True, 0
+                yield batch
+            if not fetched:
+                empty_passes += 1
+                if empty_passes > 1:
+                    raise RuntimeError(
+                        f"the data loader yielded no batch at step {self.step}: it must start "
+                        "a new epoch each time it is iterated"
+                    )
+
+    def _run(self) -> None:
+        for callback in self.callbacks:
+            callback.pre_train()
+        last_time = time.perf_counter()
+        if self.step < self.max_steps:
+            for batch in self._batches():
+                step = self.step + 1
+                for callback in self.callbacks:
+                    callback.pre_step(step)
+                metrics = dict(self.train_module.train_batch(batch, step))
+                self.step = step
+                now = time.perf_counter()
+                metrics.update(self._throughput(metrics, now - last_time))
+                last_time = now
+                for callback in self.callbacks:
+                    callback.post_step(step, metrics)
+                if self.step >= self.max_steps:
+                    break
+        for callback in self.callbacks:
+            callback.post_train()
+
+    def _throughput(self, metrics: Metrics, seconds: float) -> Metrics:
+        seconds = max(seconds, 1e-9)
+        extra = {
+            "step": float(self.step),
+            "epoch": self.step / self.steps_per_epoch,
+            "step_time_s": seconds,
+        }
+        if "samples" in metrics:
+            extra["samples_per_s"] = metrics["samples"] / seconds
+        if "tokens" in metrics:
+            extra["tokens_per_s"] = metrics["tokens"] / seconds
+        return extra
+
+    # -- checkpoint state ----------------------------------------------------------------
+
+    def checkpoint_parts(self) -> dict[str, Any]:
+        """Everything a resume needs, as checkpoint parts. Collective: call on every rank.
+
+        RNG and data-loader states are per rank (each rank draws its own drop-path masks
+        and reads its own shard), gathered to every rank in rank order.
+        """
+        module_state = dict(self.train_module.state_dict())
+        parts: dict[str, Any] = {}
+        for name in ("model", "optim"):
+            if name in module_state:
+                parts[name] = module_state.pop(name)
+        parts["trainer"] = {
+            "step": self.step,
+            "world_size": self.env.world_size,
+            "train_module": module_state,
+            "data_loader": distributed.all_gather_object(self.data_loader.state_dict()),
+            "rng": distributed.all_gather_object(rng.capture_rng_state()),
+        }
+        return parts
+
+    def load_checkpoint_parts(self, parts: dict[str, Any]) -> None:
+        """Restore what `checkpoint_parts` captured (on every rank)."""
+        state = parts["trainer"]
+        module_state = dict(state["train_module"])
+        for name in ("model", "optim"):
+            if name in parts:
+                module_state[name] = parts[name]
+        self.train_module.load_state_dict(module_state)
+        same_layout = state["world_size"] == self.env.world_size
+        if not same_layout:
+            logger.warning(
+                "checkpoint was written by %d ranks, resuming on %d: data-loader and RNG "
+                "states are taken from rank 0 and the run will not replay exactly",
+                state["world_size"],
+                self.env.world_size,
+            )
+        rank = self.env.rank if same_layout else 0
+        self.data_loader.load_state_dict(state["data_loader"][rank])
+        rng.restore_rng_state(state["rng"][rank])
+        self.step = int(state["step"])
+
+    def notify_checkpoint(self, step: int, path: Path) -> None:
+        for callback in self.callbacks:
+            callback.on_checkpoint(step, path)
