@@ -1,0 +1,156 @@
+"""The `local` backend: run the pushed image on this machine, detached from the launcher.
+
+A job is a background process (its own session) running launcher/runtime/run_image.py,
+which pulls the image by digest and runs it through the Docker engine when one answers
+(DOCKER_HOST, the tools/services engine, /var/run/docker.sock), else through bubblewrap on
+the unpacked image. Its files live in the job folder: `run_image.py` (a copy), `job.json`,
+`output.log`, `pid` and, once it ends, `exit_code`. The job id is
+`<run name>-<YYYYmmdd-HHMMSS>`; the index in `<cache>/local-jobs/<id>` points at the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from launcher.backends.backend import Backend, JobSpec, JobState, JobStatus
+from launcher.runtime import run_image
+from tools.services import process, services
+
+
+def find_docker_host() -> str | None:
+    """The first Docker engine that answers: $DOCKER_HOST, tools/services', the system's."""
+    candidates = []
+    if os.environ.get("DOCKER_HOST"):
+        candidates.append(os.environ["DOCKER_HOST"])
+    candidates.append(services.docker().docker_host)
+    candidates.append("unix:///var/run/docker.sock")
+    for candidate in candidates:
+        if candidate.startswith("unix://") and not Path(candidate[len("unix://") :]).exists():
+            continue
+        if run_image.docker_available(candidate):
+            return candidate
+    return None
+
+
+class LocalBackend(Backend):
+    """Jobs as detached runner processes on this machine.
+
+    Args:
+        index_dir: folder of job-id -> job-folder links.
+        runtime: "auto", "docker" or "bwrap" (clusters.yaml `runtime`).
+    """
+
+    def __init__(self, index_dir: Path, runtime: str = "auto") -> None:
+        self.index_dir = Path(index_dir)
+        self.runtime = runtime
+
+    def _job_dir(self, job_id: str) -> Path:
+        link = self.index_dir / job_id
+        if not link.exists():
+            raise KeyError(f"no local job {job_id!r} (looked in {self.index_dir})")
+        return link.resolve()
+
+    def submit(self, job: JobSpec) -> str:
+        job_id = f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        runner = job.write_runner()
+        runtime = self.runtime if job.runtime == "auto" else job.runtime
+        docker_host = None
+        if runtime in ("auto", "docker"):
+            docker_host = find_docker_host()
+            if docker_host is None and runtime == "docker":
+                raise RuntimeError("clusters.yaml asks for Docker, but no Docker engine answers")
+            runtime = "docker" if docker_host else "bwrap"
+        args = job.runner_args(docker_host)
+        args[args.index("--runtime") + 1] = runtime
+        env = dict(job.env, TERRA_LAB_JOB_ID=job_id)
+        command = [
+            sys.executable,
+            str(runner),
+            *args,
+            "--env",
+            f"TERRA_LAB_JOB_ID={env['TERRA_LAB_JOB_ID']}",
+            "--name",
+            f"terra-{job_id}",
+            "--exit-code-file",
+            str(job.job_dir / "exit_code"),
+            "--",
+            *job.args,
+        ]
+        for stale in ("exit_code", "cancelled"):
+            (job.job_dir / stale).unlink(missing_ok=True)
+        with open(job.job_dir / "output.log", "ab") as log:
+            child = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=_runner_environment(job),
+            )
+        # The pid and its start time: a recycled pid never passes for the runner.
+        (job.job_dir / "pid").write_text(f"{child.pid} {_start_time(child.pid)}\n")
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        link = self.index_dir / job_id
+        link.unlink(missing_ok=True)
+        link.symlink_to(job.job_dir)
+        job.record(job_id, {"backend": "local", "runtime": runtime, "pid": child.pid})
+        return job_id
+
+    def status(self, job_id: str) -> JobStatus:
+        job_dir = self._job_dir(job_id)
+        cancelled = (job_dir / "cancelled").exists()
+        exit_file = job_dir / "exit_code"
+        if exit_file.exists():
+            code = int(exit_file.read_text().strip() or "1")
+            if code == 0:
+                return JobStatus(JobState.COMPLETED)
+            if cancelled:
+                return JobStatus(JobState.CANCELLED, f"exit code {code}")
+            return JobStatus(JobState.FAILED, f"exit code {code}")
+        if self._alive(job_dir):
+            return JobStatus(JobState.RUNNING)
+        if cancelled:
+            return JobStatus(JobState.CANCELLED)
+        return JobStatus(JobState.FAILED, "the runner ended without an exit code (see the log)")
+
+    @staticmethod
+    def _alive(job_dir: Path) -> bool:
+        """The runner still runs: its pid exists, is not a zombie, and started when recorded."""
+        try:
+            pid_text, started = (job_dir / "pid").read_text().split()
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            return False
+        return not process.is_zombie(pid) and _start_time(pid) == started
+
+    def logs(self, job_id: str) -> str:
+        return (self._job_dir(job_id) / "output.log").read_text(errors="replace")
+
+    def cancel(self, job_id: str) -> None:
+        job_dir = self._job_dir(job_id)
+        (job_dir / "cancelled").write_text("")
+        if self._alive(job_dir):
+            pid = int((job_dir / "pid").read_text().split()[0])
+            os.killpg(pid, signal.SIGTERM)  # the runner stops its container or sandbox
+
+    def follow_hint(self, job_id: str) -> str:
+        return f"tail -f {self._job_dir(job_id) / 'output.log'}"
+
+
+def _start_time(pid: int) -> str:
+    """Field 22 of /proc/<pid>/stat (clock ticks after boot), "" when the pid is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _runner_environment(job: JobSpec) -> dict[str, str]:
+    """The runner's environment: enough to find tools, plus the secrets it passes on."""
+    keep = ("PATH", "HOME", "USER", "LANG", "DOCKER_CONFIG", *job.secrets)
+    return {key: os.environ[key] for key in keep if key in os.environ}

@@ -1,0 +1,264 @@
+"""The `slurm` backend: sbatch a job that runs the image by digest on every allocated node.
+
+The batch script (written to the job folder, which lies on the run root's filesystem)
+asks for `num_nodes` nodes with one task each and, on GPU clusters, `gpus_per_node` GPUs.
+It derives the torchrun rendezvous from Slurm's environment: the first host of
+SLURM_JOB_NODELIST at port 29500 + (job id mod 10000), with the job id as rendezvous id;
+then `srun` starts run_image.py once per node, which pulls the image by digest and runs the
+entrypoint (torchrun with `procs_per_node` processes when there is more than one process).
+
+`--requeue`: a preempted or failed-node job goes back to the queue and reruns the same
+script; training resumes from the run folder's newest checkpoint. Partitions are tried in
+the order given: the first that has enough idle nodes now gets the job; when none has,
+Slurm gets the whole list and starts the job wherever it can first.
+
+Secrets: sbatch `--export` lists variable *names*; Slurm copies their values from the
+submitting environment into the job, so they are never written into the script or image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+from launcher.backends.backend import Backend, JobSpec, JobState, JobStatus
+
+_STATES = {
+    "PENDING": JobState.PENDING,
+    "CONFIGURING": JobState.PENDING,
+    "REQUEUED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.PENDING,
+    "REQUEUE_FED": JobState.PENDING,
+    "PREEMPTED": JobState.PENDING,
+    "RESIZING": JobState.RUNNING,
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING,
+    "SUSPENDED": JobState.RUNNING,
+    "STOPPED": JobState.RUNNING,
+    "COMPLETED": JobState.COMPLETED,
+    "CANCELLED": JobState.CANCELLED,
+    "FAILED": JobState.FAILED,
+    "TIMEOUT": JobState.FAILED,
+    "NODE_FAIL": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED,
+    "BOOT_FAIL": JobState.FAILED,
+    "DEADLINE": JobState.FAILED,
+}
+# The submitter's variables the job needs besides the secrets.
+_EXPORTED = ("PATH", "HOME", "USER", "LANG", "SLURM_CONF", "DOCKER_HOST")
+
+
+class SlurmError(RuntimeError):
+    """A Slurm command failed; the message has its output."""
+
+
+class SlurmBackend(Backend):
+    """sbatch/squeue/scontrol/scancel against one cluster.
+
+    Args:
+        slurm_conf: the cluster's slurm.conf (None: Slurm's default lookup).
+        index_dir: folder of job-id -> job-folder records (for logs after Slurm forgets a job).
+    """
+
+    def __init__(self, slurm_conf: Path | None, index_dir: Path) -> None:
+        self.slurm_conf = slurm_conf
+        self.index_dir = Path(index_dir)
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.slurm_conf:
+            env["SLURM_CONF"] = str(self.slurm_conf)
+        return env
+
+    def _run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(list(command), env=self._env(), capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise SlurmError(
+                f"`{shlex.join(command)}` failed: {(result.stderr or result.stdout).strip()}"
+            )
+        return result
+
+    # -- partitions ------------------------------------------------------------------------
+
+    def partition_info(self) -> dict[str, tuple[bool, int]]:
+        """{partition: (up, idle nodes)}."""
+        output = self._run("sinfo", "-h", "-o", "%R %a %t %D").stdout
+        info: dict[str, tuple[bool, int]] = {}
+        for line in output.splitlines():
+            name, avail, state, count = line.split()
+            up, idle = info.get(name, (False, 0))
+            up = up or avail == "up"
+            if state.rstrip("*~#") == "idle":
+                idle += int(count)
+            info[name] = (up, idle)
+        return info
+
+    def preflight(self, job_partitions: tuple[str, ...]) -> list[str]:
+        try:
+            info = self.partition_info()
+        except (SlurmError, FileNotFoundError) as error:
+            return [f"the Slurm cluster does not answer: {error}"]
+        problems = []
+        for partition in job_partitions:
+            if partition not in info:
+                problems.append(
+                    f"unknown Slurm partition {partition!r} (--launch.clusters or clusters.yaml "
+                    f"partitions); the cluster has: {', '.join(sorted(info))}"
+                )
+        return problems
+
+    def choose_partitions(self, preferred: tuple[str, ...], num_nodes: int) -> str:
+        """The first partition with enough idle nodes, else all of them (Slurm picks)."""
+        if not preferred:
+            return ""
+        info = self.partition_info()
+        for partition in preferred:
+            up, idle = info.get(partition, (False, 0))
+            if up and idle >= num_nodes:
+                return partition
+        return ",".join(preferred)
+
+    # -- the batch script ------------------------------------------------------------------
+
+    def batch_script(self, job: JobSpec, runner: Path, partition: str) -> str:
+        directives = [
+            f"--job-name={job.name}",
+            f"--nodes={job.num_nodes}",
+            "--ntasks-per-node=1",
+            f"--output={job.job_dir}/slurm-%j.out",
+            "--open-mode=append",
+            "--requeue" if job.requeue else "--no-requeue",
+        ]
+        if job.gpus_per_node:
+            directives.append(f"--gpus-per-node={job.gpus_per_node}")
+        else:
+            directives.append(f"--cpus-per-task={job.procs_per_node}")
+        if partition:
+            directives.append(f"--partition={partition}")
+        exported = [name for name in (*_EXPORTED, *job.secrets) if name in self._env()]
+        directives.append(f"--export={','.join(exported) or 'NONE'}")
+        directives += list(job.priority_args)
+        rendezvous = ("NNODES", "RDZV_ENDPOINT", "RDZV_ID", "JOB_ID", "RESTART")
+        runner_command = " ".join(
+            [
+                shlex.join(["python3", str(runner), *job.runner_args()]),
+                *(f"--pass-env TERRA_LAB_{name}" for name in rendezvous),
+                '--name "terra-${SLURM_JOB_ID}-${SLURM_RESTART_COUNT:-0}"',
+            ]
+        )
+        lines = [
+            "#!/bin/bash",
+            f"# terra-lab job {job.name}: image {job.image}",
+            *(f"#SBATCH {directive}" for directive in directives),
+            "set -euo pipefail",
+            'echo "[terra-lab] job ${SLURM_JOB_ID} (restart ${SLURM_RESTART_COUNT:-0}) on'
+            ' ${SLURM_JOB_NODELIST}"',
+            'nodes=($(scontrol show hostnames "${SLURM_JOB_NODELIST}"))',
+            'export TERRA_LAB_NNODES="${SLURM_JOB_NUM_NODES}"',
+            'export TERRA_LAB_RDZV_ENDPOINT="${nodes[0]}:$((29500 + SLURM_JOB_ID % 10000))"',
+            'export TERRA_LAB_RDZV_ID="${SLURM_JOB_ID}"',
+            'export TERRA_LAB_JOB_ID="${SLURM_JOB_ID}"',
+            'export TERRA_LAB_RESTART="${SLURM_RESTART_COUNT:-0}"',
+            "# One runner per node; each starts torchrun with the node's processes.",
+            # --export=ALL: sbatch --export limits steps to its list, not to the TERRA_LAB_ above.
+            "srun --export=ALL --ntasks-per-node=1 --kill-on-bad-exit=1 \\",
+            f"  {runner_command} -- {shlex.join(job.args)}",
+            "",
+        ]
+        return "\n".join(lines)
+
+    # -- the interface ---------------------------------------------------------------------
+
+    def submit(self, job: JobSpec) -> str:
+        runner = job.write_runner()
+        partition = self.choose_partitions(job.partitions, job.num_nodes)
+        script = job.job_dir / "job.sbatch"
+        script.write_text(self.batch_script(job, runner, partition))
+        result = self._run("sbatch", "--parsable", str(script))
+        job_id = result.stdout.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise SlurmError(f"sbatch printed no job id: {result.stdout!r}")
+        job.record(job_id, {"backend": "slurm", "partition": partition, "script": str(script)})
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        (self.index_dir / f"{job_id}.json").write_text(
+            json.dumps(
+                {"job_dir": str(job.job_dir), "log": str(self._log_path(job.job_dir, job_id))}
+            )
+        )
+        return job_id
+
+    @staticmethod
+    def _log_path(job_dir: Path, job_id: str) -> Path:
+        return job_dir / f"slurm-{job_id}.out"
+
+    def _scontrol_fields(self, job_id: str) -> dict[str, str] | None:
+        result = self._run("scontrol", "show", "job", "-o", job_id, check=False)
+        if result.returncode != 0 or not result.stdout.strip():
+            return None
+        return dict(re.findall(r"(\w+)=(\S*)", result.stdout))
+
+    def status(self, job_id: str) -> JobStatus:
+        fields = self._scontrol_fields(job_id)
+        if fields is None:
+            sacct = self._run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State", check=False)
+            state_text = (
+                sacct.stdout.strip().split()[0]
+                if sacct.returncode == 0 and sacct.stdout.strip()
+                else ""
+            )
+            state_text = state_text or self._completion_record(job_id)
+            if not state_text:
+                return JobStatus(JobState.UNKNOWN, "Slurm no longer knows this job")
+            return JobStatus(_STATES.get(state_text, JobState.UNKNOWN), state_text)
+        state_text = fields.get("JobState", "")
+        detail = f"{state_text} on {fields.get('Partition', '?')}"
+        if fields.get("ExitCode", "0:0") != "0:0":
+            detail += f", exit {fields['ExitCode']}"
+        if fields.get("Restarts", "0") != "0":
+            detail += f", restarts {fields['Restarts']}"
+        return JobStatus(_STATES.get(state_text, JobState.UNKNOWN), detail)
+
+    def _completion_record(self, job_id: str) -> str:
+        """JobState from a jobcomp/filetxt log (the dev cluster keeps one; no database needed)."""
+        config = self._run("scontrol", "show", "config", check=False).stdout
+        kind = re.search(r"^JobCompType\s*=\s*(\S+)", config, re.MULTILINE)
+        location = re.search(r"^JobCompLoc\s*=\s*(\S+)", config, re.MULTILINE)
+        if not kind or kind.group(1) != "jobcomp/filetxt" or not location:
+            return ""
+        try:
+            lines = Path(location.group(1)).read_text().splitlines()
+        except OSError:
+            return ""
+        states = [
+            re.search(r"JobState=(\w+)", line)
+            for line in lines
+            if line.startswith(f"JobId={job_id} ")
+        ]
+        return states[-1].group(1) if states and states[-1] else ""
+
+    def partition_of(self, job_id: str) -> str:
+        fields = self._scontrol_fields(job_id) or {}
+        return fields.get("Partition", "")
+
+    def logs(self, job_id: str) -> str:
+        fields = self._scontrol_fields(job_id) or {}
+        path = Path(fields["StdOut"]) if fields.get("StdOut") else None
+        record = self.index_dir / f"{job_id}.json"
+        if (path is None or not path.exists()) and record.exists():
+            path = Path(json.loads(record.read_text())["log"])
+        if path is None or not path.exists():
+            return ""
+        return path.read_text(errors="replace")
+
+    def cancel(self, job_id: str) -> None:
+        self._run("scancel", job_id)
+
+    def follow_hint(self, job_id: str) -> str:
+        record = self.index_dir / f"{job_id}.json"
+        if record.exists():
+            return f"tail -f {json.loads(record.read_text())['log']}"
+        return f"scontrol show job {job_id}"

@@ -1,0 +1,129 @@
+"""End to end on the dev Slurm cluster: `nano launch` with 2 CPU processes reaches COMPLETED.
+
+The launch goes through the experiment's own CLI from a pushed scratch clone of this working
+tree: gate (real `bazel test //experiments:nano_launch_tests`), image, push to the
+embedded registry, sbatch; the job pulls the image by digest, runs torchrun with two gloo
+processes under bubblewrap, and leaves metrics and checkpoints in the run folder.
+"""
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher import testing
+from launcher.backends.backend import JobState
+from launcher.backends.slurm import SlurmBackend
+from launcher.registry.client import RegistryClient
+from tools.services import services
+
+SOURCE = Path(__file__).resolve().parents[1]
+PROJECT = "2026_01_01_launcher_e2e"
+RUN = "nano_e2e_slurm"
+
+
+@pytest.fixture(scope="module")
+def env():
+    return testing.e2e_environment()
+
+
+@pytest.fixture(scope="module")
+def cluster(env):
+    """The dev registry and Slurm cluster (the developer's, started here if not running)."""
+    state = testing.real_home() / ".cache" / "terra-lab" / "services"
+    registry, slurm = services.registry(state), services.slurm(state)
+    started = [service for service in (registry, slurm) if not service.running()]
+    registry.start()
+    slurm.start()
+    yield slurm
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def workspace(env, cluster):
+    # The clusters.yaml of the scratch clone pins the daemonless runtime: this test is the
+    # one that covers bubblewrap (e2e_local_test covers Docker).
+    text = (SOURCE / "launcher" / "clusters.yaml").read_text()
+    slurm_section = text.index("\n  slurm:\n")
+    pinned = text[:slurm_section] + text[slurm_section:].replace(
+        "    runtime: auto\n", "    runtime: bwrap\n", 1
+    )
+    work = testing.scratch_workspace(
+        SOURCE, testing.E2E_ROOT / "ws", edits={"launcher/clusters.yaml": pinned}
+    )
+    yield work
+    testing.shutdown_bazel(work, env)
+
+
+def _logged_steps(run_dir: Path) -> list[int]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines if line.strip()]
+
+
+def test_nano_with_two_cpu_processes_completes_on_slurm(workspace, env, cluster):
+    commit = testing.git(workspace, "rev-parse", "HEAD")
+    start = time.monotonic()
+    result = testing.run_experiment(
+        workspace,
+        "nano",
+        ["launch", RUN, "slurm", "--launch.num_gpus=2",
+         f"--trainer.callbacks.wandb.project={PROJECT}", *testing.NANO_SMOKE_OVERRIDES],
+        env,
+    )  # fmt: skip
+    launched = time.monotonic() - start
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    job_id = re.search(r"job id\s+(\d+)", result.stderr).group(1)
+    assert f"project {PROJECT}, run {RUN}" in result.stderr
+    image = re.search(r"image\s+(\S+@sha256:[0-9a-f]{64})", result.stderr).group(1)
+
+    backend = SlurmBackend(cluster.conf, testing.real_home() / ".cache/terra-lab/jobs/slurm")
+    status = testing.wait_for_job(backend, job_id, timeout_s=600)
+    finished = time.monotonic() - start
+    print(f"e2e slurm: launch {launched:.0f} s, job finished {finished:.0f} s after the command")
+    assert status.state is JobState.COMPLETED, backend.logs(job_id)[-4000:]
+
+    run_dir = workspace / "runs" / PROJECT / RUN
+    steps = _logged_steps(run_dir)
+    assert steps == [1, 2]
+    assert (run_dir / "checkpoints" / "step_2").is_dir()
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    (run,) = provenance["starts"]
+    assert run["world_size"] == 2  # torchrun rendezvous: two processes joined
+    assert run["image"] == image and run["commit"] == commit and run["job_id"] == job_id
+    registry = RegistryClient("http://127.0.0.1:5000", "terra-lab")
+    assert commit in registry.tags()
+    assert registry.get_manifest(commit)[1] == image.rsplit("@", 1)[1]
+
+
+def test_a_requeued_job_resumes_from_its_checkpoint(workspace, env, cluster):
+    run = "nano_e2e_requeue"
+    overrides = [o for o in testing.NANO_SMOKE_OVERRIDES if not o.startswith("--trainer.max_")]
+    result = testing.run_experiment(
+        workspace,
+        "nano",
+        ["launch", run, "slurm", "--launch.num_gpus=2", "--trainer.max_steps=6",
+         f"--trainer.callbacks.wandb.project={PROJECT}", *overrides],
+        env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    job_id = re.search(r"job id\s+(\d+)", result.stderr).group(1)
+    run_dir = workspace / "runs" / PROJECT / run
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "step_2").exists():
+        assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+        time.sleep(0.5)
+    # What a preemption does: Slurm puts the job back in the queue and starts it again.
+    subprocess.run(["scontrol", "requeue", job_id], env=cluster.env(), check=True)
+    backend = SlurmBackend(cluster.conf, testing.real_home() / ".cache/terra-lab/jobs/slurm")
+    status = testing.wait_for_job(backend, job_id, timeout_s=600)
+    assert status.state is JobState.COMPLETED, backend.logs(job_id)[-4000:]
+    assert "restarts 1" in status.detail
+    starts = json.loads((run_dir / "provenance.json").read_text())["starts"]
+    assert [start["job_id"] for start in starts] == [job_id, job_id]  # one job, two starts
+    # Resumed, not restarted: a restart from scratch would log steps 1 and 2 a second time.
+    assert _logged_steps(run_dir) == [1, 2, 3, 4, 5, 6]
+    assert "resumed from /app/runs/" in backend.logs(job_id)

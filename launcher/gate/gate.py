@@ -1,0 +1,175 @@
+"""The launch gate: what must hold before an image is pushed or a job submitted.
+
+A launched run must be reproducible from its commit alone, so the gate refuses when
+  - a name is invalid: W&B project `YYYY_MM_DD_description` (a real date), run name of
+    letters, digits, '.', '_', '-' that contains the experiment's name, a known cluster;
+  - the working tree is dirty, untracked files included: the experiment's tests run on the
+    working tree, so with local changes they would not vouch for the commit;
+  - the commit is on no remote branch (`git branch -r --contains HEAD` is empty): nobody
+    else could check it out ("push before launch");
+  - a test the experiment depends on fails: `bazel test //experiments:<name>_launch_tests`
+    (Bazel's cache makes this instant when nothing changed since the last run).
+The cheap checks run first and are reported together; the tests run only when they pass.
+There is deliberately no flag to skip any of this.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+_PROJECT = re.compile(r"^(\d{4})_(\d{2})_(\d{2})_([a-z0-9][a-z0-9_]*)$")
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_EXPERIMENT = re.compile(r"^[a-z][a-z0-9_]*$")
+_TEST_SUFFIX = "_launch_tests"
+
+
+class LaunchRefused(RuntimeError):
+    """The gate said no; the message lists every reason and how to fix it."""
+
+    exit_code = 2
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = list(reasons)
+        lines = "\n".join(f"  - {reason}" for reason in self.reasons)
+        super().__init__(f"launch refused; nothing was pushed or submitted:\n{lines}")
+
+
+def name_problems(experiment: str, run_name: str, wandb_project: str) -> list[str]:
+    problems = []
+    if not _EXPERIMENT.match(experiment):
+        problems.append(
+            f"experiment name {experiment!r} must be lowercase letters, digits and '_' "
+            "(the file experiments/<name>.py)"
+        )
+    match = _PROJECT.match(wandb_project)
+    if match is None:
+        problems.append(
+            f"W&B project {wandb_project!r} must be YYYY_MM_DD_description (lowercase, digits, "
+            f"'_'), e.g. {datetime.date.today():%Y_%m_%d}_{experiment or 'study'}"
+        )
+    else:
+        year, month, day, _ = match.groups()
+        try:
+            datetime.date(int(year), int(month), int(day))
+        except ValueError:
+            problems.append(f"W&B project {wandb_project!r}: {year}_{month}_{day} is not a date")
+    if not _RUN_NAME.match(run_name):
+        problems.append(
+            f"run name {run_name!r} must be letters, digits, '.', '_' or '-' (at most 128, not "
+            "starting with a symbol): it names a folder and a W&B run"
+        )
+    elif experiment and experiment not in run_name:
+        problems.append(
+            f"run name {run_name!r} must contain the experiment name {experiment!r}, so the run "
+            f"can be traced to its variant (e.g. {experiment}_{run_name})"
+        )
+    return problems
+
+
+def _git(workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "-C", str(workspace), *args], capture_output=True, text=True, check=False
+    )
+
+
+def tree_problems(workspace: Path) -> list[str]:
+    """Uncommitted changes or untracked files (ignored files do not count)."""
+    result = _git(workspace, "status", "--porcelain=v1", "--untracked-files=normal")
+    if result.returncode != 0:
+        return [f"{workspace} is not a git checkout: {result.stderr.strip()}"]
+    changed = [line[3:] for line in result.stdout.splitlines() if line.strip()]
+    if not changed:
+        return []
+    shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+    return [
+        f"the working tree is dirty ({len(changed)} changed or untracked: {shown}); commit or "
+        "stash them (`git stash -u`) so the image and the tests match a commit"
+    ]
+
+
+def push_problems(workspace: Path) -> list[str]:
+    """The commit must be on a remote branch that others can fetch."""
+    result = _git(workspace, "branch", "-r", "--contains", "HEAD")
+    if result.returncode != 0:
+        return [f"could not ask git which remote branches contain HEAD: {result.stderr.strip()}"]
+    if result.stdout.strip():
+        return []
+    commit = _git(workspace, "rev-parse", "--short", "HEAD").stdout.strip()
+    branch = _git(workspace, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+    return [
+        f"commit {commit} is on no remote branch; push it first (`git push -u origin {branch}`), "
+        "so the run can be reproduced from a commit others can check out"
+    ]
+
+
+def launch_tests_target(experiment: str, label: str = "") -> str:
+    """`//experiments:<name>_launch_tests`, from the experiment's label when given."""
+    if label:
+        package, _, name = label.lstrip("@").rpartition(":")
+        return f"{package or '//experiments'}:{name or experiment}{_TEST_SUFFIX}"
+    return f"//experiments:{experiment}{_TEST_SUFFIX}"
+
+
+def run_launch_tests(workspace: Path, target: str, bazel: list[str] | None = None) -> None:
+    """`bazel test <target>` in `workspace`; raises LaunchRefused when it does not pass."""
+    command = [*(bazel or [str(workspace / "tools" / "bazel")]), "test", target]
+    print(f"[gate] {' '.join(command[-3:])}", file=sys.stderr, flush=True)
+    tail: collections.deque[str] = collections.deque(maxlen=30)
+    process = subprocess.Popen(
+        command,
+        cwd=workspace,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_bazel_environment(),
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        tail.append(line.rstrip())
+        print(f"[gate] {line.rstrip()}", file=sys.stderr, flush=True)
+    code = process.wait()
+    if code != 0:
+        raise LaunchRefused(
+            [
+                f"`bazel test {target}` failed (exit {code}); the experiment's tests must pass "
+                "at this commit. Last lines:\n      " + "\n      ".join(tail)
+            ]
+        )
+
+
+def _bazel_environment() -> dict[str, str]:
+    """The caller's environment without what `bazel run` sets for its own binary."""
+    dropped = ("BUILD_WORKSPACE_DIRECTORY", "BUILD_WORKING_DIRECTORY", "RUNFILES_DIR")
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key not in dropped and not key.startswith(("RUNFILES_", "PYTHON"))
+    }
+
+
+def static_problems(
+    workspace: Path, experiment: str, run_name: str, wandb_project: str
+) -> list[str]:
+    """Every cheap check at once: names, a clean tree, a pushed commit."""
+    return (
+        name_problems(experiment, run_name, wandb_project)
+        + tree_problems(workspace)
+        + push_problems(workspace)
+    )
+
+
+def check_tests_and_commit(
+    workspace: Path, experiment: str, label: str, bazel: list[str] | None = None
+) -> str:
+    """Run the experiment's launch tests; returns the commit they vouch for."""
+    run_launch_tests(workspace, launch_tests_target(experiment, label), bazel)
+    # The tests ran on the working tree: make sure nothing changed meanwhile.
+    if problems := tree_problems(workspace):
+        raise LaunchRefused(problems)
+    return _git(workspace, "rev-parse", "HEAD").stdout.strip()

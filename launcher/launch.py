@@ -1,0 +1,236 @@
+"""launch_experiment: gate -> image -> push -> submit, for `<experiment> launch ...`.
+
+    ./tools/bazel run //experiments:nano -- launch nano_smoke slurm --launch.num_gpus=2 \\
+        --trainer.callbacks.wandb.project=2026_11_25_smoke
+
+The experiment binary resolves its config and calls `launch_experiment`; this module
+  1. loads launcher/clusters.yaml and checks the launch settings against the cluster;
+  2. runs the gate (launcher/gate/gate.py): names, clean tree, pushed commit, the
+     experiment's `_launch_tests`; any failure raises LaunchRefused before anything is
+     pushed or submitted;
+  3. builds the image of HEAD (cached layers) and pushes it (only missing blobs; the
+     embedded registry is started on demand);
+  4. submits the job by digest and prints the job id, how to follow its log, and the W&B
+     project and run.
+
+Processes: `launch.num_gpus` processes per node (one per GPU; on CPU clusters, CPU
+processes with gloo), at least one; `launch.num_nodes` nodes. The job gets TERRA_LAB_IMAGE,
+TERRA_LAB_COMMIT, TERRA_LAB_CLUSTER, TERRA_LAB_JOB_ID for its provenance record, and the
+cluster's `secrets` (WANDB_API_KEY, ...) from the submitter's environment at run time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from launcher import clusters
+from launcher.backends.backend import Backend, JobSpec
+from launcher.backends.local import LocalBackend
+from launcher.backends.slurm import SlurmBackend
+from launcher.gate import gate
+from launcher.gate.gate import LaunchRefused
+from launcher.image import app_layer, build
+from launcher.registry import client as registry_client
+from tools.services import services
+
+__all__ = ["LaunchRefused", "LaunchResult", "LaunchSettings", "launch_experiment"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchSettings:
+    """The `launch` section of an experiment config, as the launcher reads it.
+
+    Attributes:
+        num_nodes: machines.
+        num_gpus: GPUs (= training processes) per machine; 0 means one CPU process.
+        clusters: scheduler partitions in order of preference (empty: the cluster's list).
+        priority: a level of the cluster's `priorities` (low, normal, high, urgent).
+        preemptible: requeue on preemption (resumes from the newest checkpoint).
+    """
+
+    num_nodes: int = 1
+    num_gpus: int = 0
+    clusters: tuple[str, ...] = ()
+    priority: str | None = None
+    preemptible: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_nodes < 1:
+            raise ValueError(f"launch.num_nodes must be >= 1, got {self.num_nodes}")
+        if self.num_gpus < 0:
+            raise ValueError(f"launch.num_gpus must be >= 0, got {self.num_gpus}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> LaunchSettings:
+        launch = dict(config.get("launch") or {})
+        return cls(
+            num_nodes=int(launch.get("num_nodes", 1)),
+            num_gpus=int(launch.get("num_gpus", 0)),
+            clusters=tuple(launch.get("clusters") or ()),
+            priority=launch.get("priority"),
+            preemptible=bool(launch.get("preemptible", True)),
+        )
+
+    @property
+    def procs_per_node(self) -> int:
+        return max(1, self.num_gpus)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchResult:
+    """What a launch produced; also printed for the user.
+
+    Attributes:
+        job_id: the backend's id.
+        cluster: cluster name.
+        image: `host/repository@sha256:...`.
+        commit: full sha of the launched commit.
+        wandb_project: the W&B project.
+        run_name: the W&B run and run folder name.
+        run_dir: the run folder on the cluster's run root.
+        follow: a command that follows the job's log.
+        bytes_uploaded: what the push sent (only blobs the registry lacked).
+    """
+
+    job_id: str
+    cluster: str
+    image: str
+    commit: str
+    wandb_project: str
+    run_name: str
+    run_dir: Path
+    follow: str
+    bytes_uploaded: int
+
+
+def make_backend(cluster: clusters.ClusterConfig) -> Backend:
+    index = clusters.cache_root() / "jobs" / cluster.name
+    if cluster.backend == "local":
+        return LocalBackend(index, cluster.runtime)
+    return SlurmBackend(cluster.slurm_conf, index)
+
+
+def ensure_services(cluster: clusters.ClusterConfig) -> None:
+    """Start the dev services the cluster names, and the embedded registry (idempotent)."""
+    wanted = set(cluster.services)
+    if cluster.registry.embedded:
+        wanted.add("registry")
+    if "registry" in wanted:
+        services.Registry(services.default_state_root() / "registry", cluster.registry.host).start()
+    if "slurm" in wanted:
+        services.slurm().start()
+    if "docker" in wanted:
+        services.docker().start()
+
+
+def launch_experiment(
+    experiment: str,
+    label: str,
+    run_name: str,
+    cluster: str,
+    overrides: list[str],
+    config: Mapping[str, Any],
+    wandb_project: str,
+    workspace: Path | None = None,
+) -> LaunchResult:
+    """Gate, build, push and submit one run (module docstring). Raises LaunchRefused."""
+    workspace = Path(workspace or clusters.workspace_root()).resolve()
+    try:
+        settings = clusters.load(workspace)
+        cluster_config = settings.cluster(cluster)
+        launch = LaunchSettings.from_config(config)
+        priority_args = cluster_config.priority_args(launch.priority)
+    except (clusters.ClusterConfigError, ValueError, TypeError) as error:
+        raise LaunchRefused([str(error)]) from error
+    problems = gate.static_problems(workspace, experiment, run_name, wandb_project)
+    problems += app_layer.commit_secret_problems(workspace, "HEAD")
+    if cluster_config.gpus_per_node and launch.num_gpus > cluster_config.gpus_per_node:
+        problems.append(
+            f"launch.num_gpus={launch.num_gpus} but {cluster} nodes have "
+            f"{cluster_config.gpus_per_node} GPUs; use more nodes (launch.num_nodes)"
+        )
+    partitions = launch.clusters or cluster_config.partitions
+    if not problems and cluster_config.backend == "slurm":
+        # The scheduler must answer to check partitions; dev clusters start on demand.
+        ensure_services(cluster_config)
+        problems += make_backend(cluster_config).preflight(tuple(partitions))
+    if problems:
+        raise LaunchRefused(problems)
+    commit = gate.check_tests_and_commit(workspace, experiment, label)
+
+    if cluster_config.registry.embedded:
+        ensure_services(cluster_config)
+    image = build.build_image(
+        workspace,
+        revision=commit,
+        flavor=cluster_config.image_flavor,
+        source_url=settings.image.source,
+        base_recipe=settings.image.base_recipe(),
+    )
+    client = registry_client.RegistryClient(cluster_config.registry.url, settings.image.repository)
+    pushed = registry_client.push_image(client, image, image.tag)
+    print(
+        f"[launch] pushed {pushed.reference} ({pushed.bytes_uploaded / 1e6:.1f} MB uploaded, "
+        f"{pushed.blobs_skipped} blobs already there)",
+        file=sys.stderr,
+    )
+
+    run_dir = cluster_config.run_root / wandb_project / run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job_dir = cluster_config.run_root / ".jobs" / wandb_project / run_name
+    job = JobSpec(
+        name=run_name,
+        image=pushed.reference,
+        registry_url=cluster_config.registry.url,
+        args=(experiment, run_name, cluster, *overrides),
+        env={
+            "TERRA_LAB_IMAGE": str(pushed.reference),
+            "TERRA_LAB_COMMIT": image.commit,
+            "TERRA_LAB_CLUSTER": cluster,
+        },
+        secrets=cluster_config.secrets,
+        run_root=cluster_config.run_root,
+        run_dir=run_dir,
+        data_root=cluster_config.data_root,
+        job_dir=job_dir,
+        num_nodes=launch.num_nodes,
+        procs_per_node=launch.procs_per_node,
+        gpus_per_node=launch.num_gpus if cluster_config.gpus_per_node else 0,
+        partitions=tuple(partitions),
+        priority_args=tuple(priority_args),
+        requeue=launch.preemptible,
+        runtime=cluster_config.runtime,
+        image_cache=cluster_config.image_cache,
+        job_cache=cluster_config.job_cache,
+    )
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    backend = make_backend(cluster_config)
+    job_id = backend.submit(job)
+    follow = backend.follow_hint(job_id)
+    print(
+        f"\nlaunched {experiment} at {image.commit[:12]} on {cluster}\n"
+        f"  job id    {job_id}\n"
+        f"  image     {pushed.reference}\n"
+        f"  logs      {follow}\n"
+        f"            ./tools/bazel run //launcher:jobs -- logs {cluster} {job_id}\n"
+        f"  W&B       project {wandb_project}, run {run_name}\n"
+        f"  run dir   {run_dir}",
+        file=sys.stderr,
+    )
+    return LaunchResult(
+        job_id=job_id,
+        cluster=cluster,
+        image=str(pushed.reference),
+        commit=image.commit,
+        wandb_project=wandb_project,
+        run_name=run_name,
+        run_dir=run_dir,
+        follow=follow,
+        bytes_uploaded=pushed.bytes_uploaded,
+    )

@@ -1,0 +1,85 @@
+"""launch_experiment's refusals, in process: every problem is reported before any side effect."""
+
+from pathlib import Path
+
+import pytest
+
+from launcher import launch, testing
+
+CLUSTERS = Path(__file__).with_name("clusters.yaml").read_text()
+PROJECT = "2026_01_01_launch_unit"
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    files = {
+        ".gitignore": "runs/\n",
+        "launcher/clusters.yaml": CLUSTERS,
+        "experiments/nano.py": "print('nano')\n",
+    }
+    source = testing.make_repo(tmp_path / "source", files)
+    work = testing.clone_with_remote(source, tmp_path / "origin.git", tmp_path / "work")
+
+    def no_side_effects(*args, **kwargs):
+        raise AssertionError("a refused launch must not start, build, push or submit anything")
+
+    for name in ("ensure_services", "make_backend"):
+        monkeypatch.setattr(launch, name, no_side_effects)
+    monkeypatch.setattr(launch.build, "build_image", no_side_effects)
+    monkeypatch.setattr(launch.gate, "run_launch_tests", no_side_effects)
+    return work
+
+
+def _launch(workspace, cluster="local", run_name="nano_unit", project=PROJECT, config=None):
+    return launch.launch_experiment(
+        "nano", "//experiments:nano", run_name, cluster, [], config or {}, project, workspace
+    )
+
+
+def test_every_cheap_problem_is_reported_at_once(workspace):
+    (workspace / "experiments" / "nano.py").write_text("print('edited')\n")
+    with pytest.raises(launch.LaunchRefused) as refused:
+        _launch(workspace, run_name="my run", project="smoke")
+    reasons = " | ".join(refused.value.reasons)
+    assert len(refused.value.reasons) == 3, reasons
+    assert "YYYY_MM_DD_description" in reasons
+    assert "run name 'my run'" in reasons
+    assert "working tree is dirty" in reasons
+
+
+def test_a_commit_holding_the_wandb_key_is_refused_before_any_test(workspace, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123")
+    (workspace / "experiments" / "keys.py").write_text("KEY = '0123456789abcdef0123'\n")
+    testing.commit_all(workspace, "oops")
+    testing.git(workspace, "push", "-q", "origin", "main")
+    with pytest.raises(launch.LaunchRefused, match=r"experiments/keys.py contains .*WANDB_API_KEY"):
+        _launch(workspace)
+
+
+def test_an_unpushed_commit_is_refused(workspace):
+    (workspace / "experiments" / "nano.py").write_text("print('v2')\n")
+    testing.commit_all(workspace, "local only")
+    with pytest.raises(launch.LaunchRefused, match="on no remote branch"):
+        _launch(workspace)
+
+
+def test_an_unknown_cluster_is_refused_with_the_known_ones(workspace):
+    with pytest.raises(launch.LaunchRefused, match="unknown cluster 'mars'.*local, slurm"):
+        _launch(workspace, cluster="mars")
+
+
+def test_a_priority_the_cluster_does_not_define_is_refused(workspace):
+    with pytest.raises(launch.LaunchRefused, match="priority must be one of low"):
+        _launch(workspace, cluster="slurm", config={"launch": {"priority": "asap"}})
+
+
+def test_launch_settings_read_the_experiment_config():
+    settings = launch.LaunchSettings.from_config(
+        {"launch": {"num_nodes": 2, "num_gpus": 8, "clusters": ["h100", "a100"],
+                    "priority": "high", "preemptible": False, "allow_dirty": True}}
+    )  # fmt: skip
+    assert (settings.num_nodes, settings.procs_per_node) == (2, 8)
+    assert settings.clusters == ("h100", "a100") and not settings.preemptible
+    assert launch.LaunchSettings.from_config({"launch": {"num_gpus": 0}}).procs_per_node == 1
+    with pytest.raises(ValueError, match="num_nodes must be >= 1"):
+        launch.LaunchSettings.from_config({"launch": {"num_nodes": 0}})

@@ -1,0 +1,63 @@
+"""Pid-file daemons: started in their own session, trusted only while the pid runs our program."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tools.services import process
+
+
+def test_a_daemon_is_started_recorded_and_stopped_by_its_pid(tmp_path):
+    pid_file = tmp_path / "sleep.pid"
+    pid = process.start_daemon(
+        ["sleep", "60"], pid_file, tmp_path / "sleep.log", ready=lambda: True, timeout_s=10
+    )
+    assert int(pid_file.read_text()) == pid
+    assert os.getsid(pid) == pid  # its own session: a finished caller does not take it down
+    assert process.running_pid(pid_file, "sleep") == pid
+    assert process.stop_daemon(pid_file, "sleep") is True
+    assert process.running_pid(pid_file, "sleep") is None
+    assert not pid_file.exists()
+    assert process.stop_daemon(pid_file, "sleep") is False  # idempotent
+
+
+def test_a_pid_file_naming_another_program_is_not_trusted(tmp_path):
+    pid_file = tmp_path / "registry.pid"
+    pid_file.write_text(f"{os.getpid()}\n")  # our own pid: alive, but not a registry
+    assert process.running_pid(pid_file, "docker-registry") is None
+    assert process.stop_daemon(pid_file, "docker-registry") is False  # and we are not killed
+
+
+def test_a_daemon_that_exits_while_starting_reports_its_log(tmp_path):
+    with pytest.raises(RuntimeError, match=r"(?s)exited with 7.*boom"):
+        process.start_daemon(
+            ["sh", "-c", "echo boom; exit 7"],
+            tmp_path / "x.pid",
+            tmp_path / "x.log",
+            ready=lambda: False,
+            timeout_s=10,
+        )
+
+
+def test_a_daemon_ignoring_sigterm_is_killed_after_the_timeout(tmp_path):
+    pid_file = tmp_path / "stubborn.pid"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, "
+            "signal.SIG_IGN); print('up', flush=True); time.sleep(60)",
+        ],  # fmt: skip
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert child.stdout.readline() == b"up\n"
+    pid_file.write_text(str(child.pid))
+    start = time.monotonic()
+    assert process.stop_daemon(pid_file, os.path.basename(sys.executable), timeout_s=1) is True
+    child.wait(timeout=5)
+    assert child.returncode == -9
+    assert time.monotonic() - start < 10

@@ -1,0 +1,433 @@
+"""Dev services on this machine: an OCI registry, a Docker engine, a one-node Slurm cluster.
+
+    ./tools/bazel run //tools/services -- start registry|docker|slurm|all [--state-dir DIR]
+    ./tools/bazel run //tools/services -- stop   registry|docker|slurm|all
+    ./tools/bazel run //tools/services -- status [registry|docker|slurm|all]
+    ./tools/bazel run //tools/services -- env    # export lines: DOCKER_HOST, SLURM_CONF, ...
+
+Each service installs its Debian packages on first use (as root; tools/services/packages.py),
+keeps all its state under one directory (default `${XDG_CACHE_HOME:-~/.cache}/terra-lab/
+services/<service>`), records one pid file per daemon and is stopped by those pids only.
+`start` on a running service and `stop` on a stopped one do nothing. Everything listens on
+loopback or on a Unix socket inside the state directory:
+
+- registry: `docker-registry serve` (distribution 2.8), http://127.0.0.1:5000;
+- docker: `dockerd` on unix://<state>/docker.sock, no bridge and no iptables rules (the
+  launcher runs containers with --network host, like the daemonless runtime);
+- slurm: `munged` (socket in the state directory), `slurmctld` and `slurmd` for one node
+  named localhost at 127.0.0.1 with two partitions, `debug` (default) and `batch`, both on
+  that node, so ordered partition lists can be tried; `SLURM_CONF` points clients at it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tools.services import packages, process
+
+DEFAULT_REGISTRY_ADDRESS = "127.0.0.1:5000"
+DEFAULT_SLURMCTLD_PORT = 6817
+DEFAULT_SLURMD_PORT = 6818
+SERVICE_NAMES = ("registry", "docker", "slurm")
+
+
+def default_state_root() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "terra-lab" / "services"
+
+
+def _check_loopback(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
+        raise ValueError(f"dev services listen on loopback only; got address {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclasses.dataclass
+class Registry:
+    """docker-registry (CNCF distribution v2) storing blobs under `<state>/data`."""
+
+    state_dir: Path
+    address: str = DEFAULT_REGISTRY_ADDRESS
+
+    program = "docker-registry"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "registry.pid"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def running(self) -> bool:
+        return process.running_pid(self.pid_file, self.program) is not None
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/v2/", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def start(self) -> str:
+        if self.running() and self.healthy():
+            return self.url
+        packages.ensure_installed({"registry": "docker-registry"})
+        host, port = _check_loopback(self.address)
+        if _port_open(host, port):
+            raise RuntimeError(
+                f"{self.address} is already in use by a process we did not start; stop it or "
+                "choose another registry address (--registry-address / clusters.yaml)"
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        config = self.state_dir / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            "storage:\n"
+            f"  filesystem:\n    rootdirectory: {self.state_dir / 'data'}\n"
+            "  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.address}\n"
+        )
+        process.start_daemon(
+            [process.program(self.program), "serve", str(config)],
+            self.pid_file,
+            self.state_dir / "registry.log",
+            ready=self.healthy,
+            timeout_s=30,
+        )
+        return self.url
+
+    def stop(self) -> bool:
+        return process.stop_daemon(self.pid_file, self.program)
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: str) -> None:
+        super().__init__("localhost", timeout=3)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(3)
+        self.sock.connect(self._socket_path)
+
+
+@dataclasses.dataclass
+class Docker:
+    """dockerd with its data, exec root and API socket inside the state directory."""
+
+    state_dir: Path
+
+    program = "dockerd"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "dockerd.pid"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state_dir / "docker.sock"
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def running(self) -> bool:
+        return process.running_pid(self.pid_file, self.program) is not None
+
+    def healthy(self) -> bool:
+        if not self.socket_path.exists():
+            return False
+        connection = _UnixHTTPConnection(str(self.socket_path))
+        try:
+            connection.request("GET", "/_ping")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            connection.close()
+
+    def start(self) -> str:
+        if self.running() and self.healthy():
+            return self.docker_host
+        packages.ensure_installed({"dockerd": "docker.io"})
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if len(str(self.state_dir / "run" / "containerd" / "containerd.sock.ttrpc")) > 100:
+            raise ValueError(
+                f"state directory {self.state_dir} is too deep for Docker's Unix sockets "
+                "(108-byte limit); pass a shorter --state-dir"
+            )
+        self.socket_path.unlink(missing_ok=True)
+        process.start_daemon(
+            [
+                process.program(self.program),
+                f"--data-root={self.state_dir / 'data'}",
+                f"--exec-root={self.state_dir / 'run'}",
+                f"--pidfile={self.state_dir / 'dockerd.internal.pid'}",
+                f"--host={self.docker_host}",
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip=127.0.0.1",
+            ],
+            self.pid_file,
+            self.state_dir / "dockerd.log",
+            ready=self.healthy,
+            timeout_s=60,
+        )
+        return self.docker_host
+
+    def stop(self) -> bool:
+        return process.stop_daemon(self.pid_file, self.program, timeout_s=60)
+
+
+@dataclasses.dataclass
+class Slurm:
+    """munged + slurmctld + slurmd: a one-node cluster named `terra-dev`."""
+
+    state_dir: Path
+    slurmctld_port: int = DEFAULT_SLURMCTLD_PORT
+    slurmd_port: int = DEFAULT_SLURMD_PORT
+
+    @property
+    def conf(self) -> Path:
+        return self.state_dir / "slurm.conf"
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.state_dir / "munge" / "socket" / "munge.socket"
+
+    def _pid(self, daemon: str) -> Path:
+        return self.state_dir / f"{daemon}.pid"
+
+    def running(self) -> bool:
+        return all(
+            process.running_pid(self._pid(daemon), daemon) is not None
+            for daemon in ("munged", "slurmctld", "slurmd")
+        )
+
+    def env(self) -> dict[str, str]:
+        path = os.environ.get("PATH", "/usr/bin:/bin")
+        return dict(os.environ, SLURM_CONF=str(self.conf), PATH=f"{path}:/usr/sbin:/sbin")
+
+    def node_state(self) -> str:
+        result = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%T"], env=self.env(), capture_output=True, text=True
+        )
+        return (
+            result.stdout.strip().splitlines()[0]
+            if result.returncode == 0 and result.stdout
+            else ""
+        )
+
+    def healthy(self) -> bool:
+        state = self.node_state().rstrip("*~#")
+        return state in ("idle", "mixed", "allocated", "completing")
+
+    def _write_conf(self) -> None:
+        cpus = os.cpu_count() or 1
+        memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+        s = self.state_dir
+        memory_mb = max(memory_mb - 512, 256)
+        self.conf.write_text(
+            f"""# Generated by tools/services/services.py: a one-node dev cluster on loopback.
+ClusterName=terra-dev
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort={self.slurmctld_port}
+SlurmdPort={self.slurmd_port}
+CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket={self.munge_socket}
+CredType=cred/munge
+StateSaveLocation={s / "state"}
+SlurmdSpoolDir={s / "spool"}
+SlurmctldPidFile={s / "slurmctld.internal.pid"}
+SlurmdPidFile={s / "slurmd.internal.pid"}
+SlurmctldLogFile={s / "slurmctld.log"}
+SlurmdLogFile={s / "slurmd.log"}
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={s / "jobcomp.txt"}
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+MinJobAge=600
+MpiDefault=none
+PlugStackConfig={s / "plugstack.conf"}
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=batch Nodes=localhost Default=NO MaxTime=INFINITE State=UP
+"""
+        )
+        (s / "plugstack.conf").write_text("")
+
+    def _start_munge(self) -> None:
+        munge_dir = self.state_dir / "munge"
+        key = munge_dir / "munge.key"
+        pid_file = self._pid("munged")
+        if process.running_pid(pid_file, "munged") is not None:
+            return
+        munge_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(munge_dir, 0o700)
+        self.munge_socket.parent.mkdir(exist_ok=True)
+        os.chmod(self.munge_socket.parent, 0o755)
+        if not key.exists():
+            key.write_bytes(os.urandom(1024))
+        os.chmod(key, 0o400)
+        # Root runs munged here: the state directory lies in root's home, which the munge
+        # user cannot reach; --force accepts a socket path that only root can traverse
+        # (only root's jobs use this cluster).
+        process.start_daemon(
+            [
+                process.program("munged"),
+                "--foreground",
+                "--force",
+                f"--key-file={key}",
+                f"--socket={self.munge_socket}",
+                f"--pid-file={munge_dir / 'munged.internal.pid'}",
+                f"--log-file={munge_dir / 'munged.log'}",
+                f"--seed-file={munge_dir / 'munged.seed'}",
+            ],
+            pid_file,
+            munge_dir / "munged.out",
+            ready=self.munge_socket.exists,
+            timeout_s=20,
+        )
+
+    def start(self) -> str:
+        if self.running() and self.healthy():
+            return str(self.conf)
+        packages.ensure_installed({"slurmctld": "slurm-wlm", "munged": "munge"})
+        if os.geteuid() != 0:
+            raise RuntimeError("the dev Slurm cluster runs its daemons as root; start it as root")
+        for port in (self.slurmctld_port, self.slurmd_port):
+            daemon_running = any(
+                process.running_pid(self._pid(d), d) for d in ("slurmctld", "slurmd")
+            )
+            if _port_open("127.0.0.1", port) and not daemon_running:
+                raise RuntimeError(
+                    f"port {port} on 127.0.0.1 is used by a process we did not start"
+                )
+        for sub in ("state", "spool"):
+            (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        self._write_conf()
+        self._start_munge()
+        env = self.env()
+        if process.running_pid(self._pid("slurmctld"), "slurmctld") is None:
+            process.start_daemon(
+                [process.program("slurmctld"), "-D", "-i", "-f", str(self.conf)],
+                self._pid("slurmctld"),
+                self.state_dir / "slurmctld.out",
+                ready=lambda: (
+                    subprocess.run(
+                        ["scontrol", "ping"], env=env, capture_output=True, text=True
+                    ).stdout.count("UP")
+                    > 0
+                ),
+                timeout_s=30,
+                env=env,
+            )
+        if process.running_pid(self._pid("slurmd"), "slurmd") is None:
+            process.start_daemon(
+                [process.program("slurmd"), "-D", "-f", str(self.conf), "-N", "localhost"],
+                self._pid("slurmd"),
+                self.state_dir / "slurmd.out",
+                ready=self.healthy,
+                timeout_s=30,
+                env=env,
+            )
+        deadline = time.monotonic() + 30
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Slurm node did not become idle: {self.node_state()!r}")
+            time.sleep(0.3)
+        return str(self.conf)
+
+    def stop(self) -> bool:
+        stopped = False
+        for daemon in ("slurmd", "slurmctld", "munged"):
+            stopped |= process.stop_daemon(self._pid(daemon), daemon)
+        return stopped
+
+
+def registry(state_root: Path | None = None, address: str = DEFAULT_REGISTRY_ADDRESS) -> Registry:
+    return Registry((state_root or default_state_root()) / "registry", address)
+
+
+def docker(state_root: Path | None = None) -> Docker:
+    return Docker((state_root or default_state_root()) / "docker")
+
+
+def slurm(state_root: Path | None = None) -> Slurm:
+    return Slurm((state_root or default_state_root()) / "slurm")
+
+
+def _services(names: list[str], state_root: Path, registry_address: str) -> list:
+    table = {
+        "registry": lambda: registry(state_root, registry_address),
+        "docker": lambda: docker(state_root),
+        "slurm": lambda: slurm(state_root),
+    }
+    return [table[name]() for name in names]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", choices=["start", "stop", "status", "env"])
+    parser.add_argument("service", nargs="?", default="all", choices=[*SERVICE_NAMES, "all"])
+    parser.add_argument("--state-dir", type=Path, default=None, help="default: %(default)s")
+    parser.add_argument("--registry-address", default=DEFAULT_REGISTRY_ADDRESS)
+    args = parser.parse_args(argv)
+    state_root = (args.state_dir or default_state_root()).absolute()
+    names = list(SERVICE_NAMES) if args.service == "all" else [args.service]
+    services = _services(names, state_root, args.registry_address)
+    if args.action == "env":
+        reg, dock, slur = _services(list(SERVICE_NAMES), state_root, args.registry_address)
+        print(f"export TERRA_LAB_REGISTRY={reg.url}")
+        print(f"export DOCKER_HOST={dock.docker_host}")
+        print(f"export SLURM_CONF={slur.conf}")
+        return 0
+    status = 0
+    for name, service in zip(names, services, strict=True):
+        if args.action == "start":
+            started = not service.running()
+            where = service.start()
+            print(f"{name}: {'started' if started else 'already running'} ({where})")
+        elif args.action == "stop":
+            print(f"{name}: {'stopped' if service.stop() else 'was not running'}")
+        else:
+            up = service.running() and service.healthy()
+            print(f"{name}: {'running' if up else 'stopped'} (state in {service.state_dir})")
+            status |= 0 if up else 3
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Dev services for real: registry, Slurm, Docker start once, listen on loopback, stop by pid.
+
+Each test uses its own state directory and ports, so the developer's running services (in
+the default state directory) are neither reused nor disturbed.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tools.services import services
+
+
+@pytest.fixture
+def state_root():
+    # Short path under /tmp: Docker's Unix sockets allow 108 bytes (Bazel's TEST_TMPDIR is long).
+    root = Path(tempfile.mkdtemp(prefix="svc-", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _listening_addresses(pid: int) -> list[str]:
+    """Local addresses of the TCP sockets `pid` (or its threads) listens on."""
+    output = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    return [line.split()[3] for line in output.splitlines() if f"pid={pid}," in line]
+
+
+def _pid(pid_file: Path) -> int:
+    return int(pid_file.read_text())
+
+
+def test_registry_starts_once_listens_on_loopback_and_stops_by_pid(state_root):
+    registry = services.registry(state_root, "127.0.0.1:5055")
+    try:
+        assert registry.start() == "http://127.0.0.1:5055"
+        pid = _pid(registry.pid_file)
+        assert registry.start() == "http://127.0.0.1:5055"  # idempotent: the same daemon
+        assert _pid(registry.pid_file) == pid
+        assert _listening_addresses(pid) == ["127.0.0.1:5055"]
+        with urllib.request.urlopen("http://127.0.0.1:5055/v2/_catalog") as response:
+            assert b"repositories" in response.read()
+        assert (state_root / "registry" / "config.yml").exists()
+    finally:
+        assert registry.stop() is True
+    assert not registry.running() and not registry.healthy()
+    assert registry.stop() is False
+
+
+def test_registry_refuses_a_non_loopback_address(state_root):
+    with pytest.raises(ValueError, match="loopback only"):
+        services.registry(state_root, "0.0.0.0:5056").start()
+
+
+def test_slurm_cluster_runs_a_batch_job_and_listens_on_loopback(state_root):
+    slurm = services.Slurm(state_root / "slurm", slurmctld_port=6917, slurmd_port=6918)
+    try:
+        conf = slurm.start()
+        assert slurm.running() and slurm.healthy()
+        for daemon in ("slurmctld", "slurmd"):
+            addresses = _listening_addresses(_pid(slurm.state_dir / f"{daemon}.pid"))
+            assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses
+        script = state_root / "job.sh"
+        script.write_text("#!/bin/sh\necho hello from $SLURM_JOB_ID\n")
+        env = dict(os.environ, SLURM_CONF=conf)
+        job_id = subprocess.run(
+            ["sbatch", "--parsable", f"--output={state_root}/out-%j.txt", str(script)],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        deadline = time.monotonic() + 60
+        state = ""
+        while time.monotonic() < deadline:
+            shown = subprocess.run(
+                ["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True
+            ).stdout
+            state = re.search(r"JobState=(\w+)", shown).group(1)
+            if state in ("COMPLETED", "FAILED", "CANCELLED"):
+                break
+            time.sleep(0.5)
+        assert state == "COMPLETED"
+        assert (state_root / f"out-{job_id}.txt").read_text() == f"hello from {job_id}\n"
+        assert slurm.start() == conf  # idempotent
+    finally:
+        assert slurm.stop() is True
+    assert not slurm.running()
+
+
+def test_docker_engine_answers_on_its_socket_and_opens_no_tcp_port(state_root):
+    docker = services.docker(state_root)
+    try:
+        host = docker.start()
+        assert host == f"unix://{state_root}/docker/docker.sock"
+        assert docker.healthy()
+        version = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Os}}"],
+            env=dict(os.environ, DOCKER_HOST=host),
+            capture_output=True,
+            text=True,
+        )
+        assert version.stdout.strip() == "linux", version.stderr
+        assert _listening_addresses(_pid(docker.pid_file)) == []
+    finally:
+        assert docker.stop() is True
+    assert not docker.healthy()
