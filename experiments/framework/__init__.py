@@ -1,0 +1,42 @@
+"""The experiment framework: builders -> one config tree -> dry_run / train / launch / ...
+
+Public API (names resolve lazily, so importing one submodule never imports the others):
+    main, builders_in                        experiments.framework.cli
+    CommonComponents, ExperimentConfig,      experiments.framework.experiment_config
+    LaunchConfig, VisualizeConfig, Builders, build_config, as_subclass
+    MaskedDataLoaderConfig                   experiments.framework.data
+Modules: config_io (YAML/JSON with class names), overrides, naming, diff, hygiene,
+clusters, training, evaluate, visualize, launching, testing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "main": "cli",
+    "builders_in": "cli",
+    "Builders": "experiment_config",
+    "CommonComponents": "experiment_config",
+    "ExperimentConfig": "experiment_config",
+    "LaunchConfig": "experiment_config",
+    "VisualizeConfig": "experiment_config",
+    "as_subclass": "experiment_config",
+    "build_config": "experiment_config",
+    "MaskedDataLoaderConfig": "data",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        return getattr(module, name)
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name == f"{__name__}.{name}":
+            raise AttributeError(f"module {__name__} has no attribute {name}") from None
+        raise

@@ -1,0 +1,119 @@
+"""The experiment command line: `<experiment> <subcommand> <run_name> <cluster> [--k=v ...]`.
+
+    ./tools/bazel run //experiments:base -- dry_run base_try1 local
+    ./tools/bazel run //experiments:nano -- train quickstart local --trainer.max_steps=100
+    ./tools/bazel run //experiments:base_s2_only -- launch base_s2_only_lr1e-4 slurm \\
+        --launch.num_gpus=8 --trainer.callbacks.wandb.project=2026_11_25_s2_only
+
+Subcommands:
+    dry_run    print the resolved config, parameter counts and the diff against base
+    train      train here (one process, or one rank of a torchrun job)
+    launch     hand the run to the launcher (gate, image, submit)
+    evaluate   score a run's newest checkpoint on held-out batches
+    visualize  masked inputs and predictions of a checkpoint, as PNGs
+
+Exit status: 0 done; 2 the command line is wrong (usage, unknown or mistyped override,
+bad name; the message says what to type); 1 the work itself failed.
+
+Model changes are variant files, never flags: `--model.*` is refused (resolution.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TextIO
+
+from experiments.framework import clusters, naming, subcommands
+from experiments.framework import overrides as ov
+from experiments.framework.errors import CommandError
+from experiments.framework.experiment_config import BUILDER_NAMES, Builders, CommonComponents
+from experiments.framework.resolution import SUBCOMMANDS, USAGE, Invocation, UsageError, resolve
+
+__all__ = ["SUBCOMMANDS", "USAGE", "Invocation", "builders_in", "main", "resolve", "run"]
+
+
+def _experiment_from_main() -> str:
+    main_module = sys.modules.get("__main__")
+    path = getattr(main_module, "__file__", None) or sys.argv[0]
+    return path.rsplit("/", 1)[-1].removesuffix(".py")
+
+
+def builders_in(namespace: dict[str, Any]) -> dict[str, Callable[..., Any]]:
+    """main()'s keyword arguments from a module namespace (`main(**builders_in(globals()))`).
+
+    The namespace is the experiment module's: the builders it defines plus those it
+    imports, which is exactly what the hygiene test reads with `Builders.from_module`.
+    """
+    missing = [name for name in BUILDER_NAMES.values() if name not in namespace]
+    if missing:
+        raise AttributeError(f"the experiment module lacks {missing}; import them from script")
+    return {key: namespace[name] for key, name in BUILDER_NAMES.items()}
+
+
+def run(
+    builders: Builders,
+    argv: Sequence[str],
+    experiment: str,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Resolve and run one command line; returns the exit status."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    if any(arg in ("-h", "--help", "help") for arg in argv[:1]):
+        print(__doc__, file=stdout)
+        return 0
+    try:
+        invocation = resolve(builders, argv, experiment)
+    except (
+        UsageError,
+        ov.OverrideError,
+        naming.NamingError,
+        clusters.UnknownClusterError,
+    ) as error:
+        print(f"error: {error}", file=stderr)
+        return 2
+    for warning in invocation.warnings:
+        print(f"warning: {warning}", file=stderr)
+    handler = getattr(subcommands, invocation.subcommand)
+    try:
+        return handler(invocation, stdout, stderr)
+    except CommandError as error:
+        print(f"error: {error}", file=stderr)
+        return error.exit_code
+
+
+def main(
+    *,
+    common_components_builder: Callable[..., CommonComponents],
+    model_config_builder: Callable[[CommonComponents], Any],
+    dataset_config_builder: Callable[[CommonComponents], Any],
+    dataloader_config_builder: Callable[[CommonComponents], Any],
+    train_module_config_builder: Callable[[CommonComponents], Any],
+    trainer_config_builder: Callable[[CommonComponents], Any],
+    visualize_config_builder: Callable[[CommonComponents], Any],
+    argv: Sequence[str] | None = None,
+    experiment: str | None = None,
+) -> NoReturn:
+    """Entry point of an experiment binary; exits with `run`'s status.
+
+    Args:
+        *_builder: the experiment's builder functions (see experiment_config).
+        argv: the command line after the program name (default: sys.argv[1:]).
+        experiment: the experiment's name (default: the running file's name, which is
+            the Bazel target's name).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    builders = Builders(
+        common_components_builder=common_components_builder,
+        model_config_builder=model_config_builder,
+        dataset_config_builder=dataset_config_builder,
+        dataloader_config_builder=dataloader_config_builder,
+        train_module_config_builder=train_module_config_builder,
+        trainer_config_builder=trainer_config_builder,
+        visualize_config_builder=visualize_config_builder,
+    )
+    args = list(sys.argv[1:] if argv is None else argv)
+    sys.exit(run(builders, args, experiment or _experiment_from_main()))

@@ -1,0 +1,145 @@
+"""The command line: strict overrides and names exit 2 saying what to type; dry_run shows
+the config, parameter counts and a diff with base; the CLI surface is frozen."""
+
+from __future__ import annotations
+
+import importlib
+import io
+
+import pytest
+
+from experiments.framework import cli, resolution
+from experiments.framework.experiment_config import Builders
+
+BASE = importlib.import_module("experiments.base")
+
+
+def _run(*argv: str, module=BASE, experiment: str = "base") -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = cli.run(Builders.from_module(module), list(argv), experiment, out, err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_unknown_override_exits_2_naming_the_closest_keys() -> None:
+    status, _, err = _run("dry_run", "base_a", "local", "--trainer.max_stesp=20")
+    assert status == 2
+    assert "unknown override --trainer.max_stesp" in err
+    assert "Did you mean: --trainer.max_steps=300" in err
+
+
+def test_unknown_field_in_a_known_section_suggests_its_fields() -> None:
+    status, _, err = _run("dry_run", "base_a", "local", "--launch.gpus=8")
+    assert status == 2 and "--launch.num_gpus=1" in err
+
+
+def test_wrong_type_exits_2_with_an_example() -> None:
+    status, _, err = _run("dry_run", "base_a", "local", "--launch.num_gpus=eight")
+    assert status == 2
+    assert "expects an integer" in err and "Type for example: --launch.num_gpus=1" in err
+
+
+def test_a_value_the_component_rejects_exits_2_with_its_reason() -> None:
+    status, _, err = _run("dry_run", "base_a", "local", "--launch.priority=asap")
+    assert status == 2 and "priority must be one of" in err
+
+
+@pytest.mark.parametrize("project", ["per_modality", "2025-11-21_study", "2025_13_01_study"])
+def test_malformed_wandb_project_exits_2_with_a_valid_example(project: str) -> None:
+    status, _, err = _run(
+        "dry_run", "base_a", "local", f"--trainer.callbacks.wandb.project={project}"
+    )
+    assert status == 2
+    assert "Type for example: --trainer.callbacks.wandb.project=" in err
+    suggestion = err.rsplit("=", 1)[1].strip()
+    status, _, _ = _run(
+        "dry_run", "base_a", "local", f"--trainer.callbacks.wandb.project={suggestion}"
+    )
+    assert status == 0
+
+
+def test_model_overrides_are_refused_pointing_to_the_scaffold() -> None:
+    status, _, err = _run("dry_run", "base_a", "local", "--model.encoder.depth=2")
+    assert status == 2 and "//tools:new_experiment" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["dryrun", "base_a", "local"], "Did you mean dry_run?"),
+        (["train", "base_a"], "expected a subcommand, a run name and a cluster"),
+        (["train", "--trainer.max_steps=2", "local"], "come before the overrides"),
+        (["dry_run", "base_a", "moon"], "unknown cluster 'moon'"),
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], expected: str) -> None:
+    status, _, err = _run(*argv)
+    assert status == 2 and expected in err
+
+
+def test_a_local_run_name_without_the_variant_is_only_a_warning() -> None:
+    status, _, err = _run("dry_run", "my_run", "local")
+    assert status == 0 and "warning: run name 'my_run'" in err
+
+
+def test_launch_refuses_a_run_name_without_the_variant_before_launching() -> None:
+    status, _, err = _run("launch", "my_run", "local")
+    assert status == 2 and "does not contain the experiment name 'base'" in err
+
+
+def test_linked_batch_sizes_move_together() -> None:
+    invocation = resolution.resolve(
+        Builders.from_module(BASE),
+        ["dry_run", "base_a", "local", "--train_module.global_batch_size=64"],
+        "base",
+    )
+    assert invocation.config.data_loader.global_batch_size == 64
+    assert invocation.config.train_module.global_batch_size == 64
+
+
+def test_the_seed_alias_sets_the_seed_the_trainer_uses() -> None:
+    invocation = resolution.resolve(
+        Builders.from_module(BASE), ["dry_run", "base_a", "local", "--trainer.seed=7"], "base"
+    )
+    assert invocation.config.seed == 7 and invocation.config.trainer.seed == 7
+
+
+def test_every_alias_targets_a_field_of_the_base_config() -> None:
+    invocation = resolution.resolve(Builders.from_module(BASE), ["dry_run", "b", "local"], "base")
+    keys = set(cli.ov.leaf_keys(invocation.config))
+    for alias in resolution.ALIASES.values():
+        target = alias.target.rstrip(".")
+        assert any(k == target or k.startswith(target + ".") for k in keys), target
+
+
+def test_the_cli_surface_is_frozen() -> None:
+    # Changing these changes every launch script and doc: do it on purpose, here.
+    assert cli.SUBCOMMANDS == ("dry_run", "train", "launch", "evaluate", "visualize")
+    assert set(resolution.ALIASES) == {
+        "trainer.max_steps",
+        "trainer.callbacks.wandb.project",
+        "trainer.callbacks.wandb.",
+        "trainer.callbacks.checkpointer.",
+        "trainer.callbacks.progress.",
+        "trainer.seed",
+    }
+    assert set(resolution.REFUSED) == {"model", "experiment", "run_name", "cluster"}
+
+
+def test_dry_run_of_the_encoder_variant_shows_its_projection_and_a_model_only_diff() -> None:
+    module = importlib.import_module("experiments.base_encoder_per_mod_proj")
+    status, out, _ = _run(
+        "dry_run", "my_run", "local", module=module, experiment="base_encoder_per_mod_proj"
+    )
+    assert status == 0
+    config_part = out.split("== resolved config")[1].split("== parameters")[0]
+    model_part = config_part.split("\nmodel:")[1].split("\ndataset:")[0]
+    assert "EncoderWithPerModalityProjectionConfig" in model_part
+    diff_part = out.split("== diff against base")[1].split("== run folder")[0]
+    entries = [line.strip() for line in diff_part.splitlines() if line.startswith("  ")]
+    assert entries and all(entry.startswith("model.") for entry in entries)
+    assert "sections: model" in diff_part
+
+
+def test_help_prints_the_subcommands() -> None:
+    status, out, _ = _run("--help")
+    assert status == 0 and "visualize" in out

@@ -1,0 +1,256 @@
+"""The experiment config tree, what builders receive, and how a variant's builders combine.
+
+An experiment is eight builder functions (experiments/script.py holds the shared ones;
+a variant file overrides the few its hypothesis changes):
+
+    build_common_components(experiment, subcommand, run_name, cluster) -> CommonComponents
+    build_model_config(common)         -> the model config      (models.latent_mim)
+    build_dataset_config(common)       -> the dataset config    (models.data)
+    build_dataloader_config(common)    -> the data loader config
+    build_train_module_config(common)  -> the optimisation step (models.train)
+    build_trainer_config(common)       -> the loop and callbacks
+    build_visualize_config(common)     -> VisualizeConfig
+
+`build_config` runs them into one `ExperimentConfig`, the tree that overrides address
+(`--trainer.max_steps=20`), that `dry_run` prints and diffs, and that the trainer writes
+to `config.yaml`: `config_io.load(".../config.yaml")` gives back an equal ExperimentConfig.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Callable
+from typing import Any
+
+from experiments.framework import config_io
+
+SECTIONS = (
+    "model",
+    "dataset",
+    "data_loader",
+    "train_module",
+    "trainer",
+    "launch",
+    "visualize",
+    "seed",
+)
+"""The parts of an ExperimentConfig a variant may change (its CHANGES name some of these)."""
+
+IDENTITY_FIELDS = ("experiment", "run_name", "cluster")
+"""Fields that name a run rather than describe it; they differ between variants by design."""
+
+PRIORITIES = ("low", "normal", "high", "urgent")
+
+
+@dataclasses.dataclass
+class LaunchConfig:
+    """How `launch` asks a cluster for resources (read by launcher/).
+
+    Attributes:
+        num_nodes: machines.
+        num_gpus: GPUs (= training processes) per machine; the reference trained base on 8
+            (pass --launch.num_gpus=8); 0 on a CPU cluster means one process.
+        clusters: scheduler partitions to try, in order (for availability); empty: the
+            cluster's own list (launcher/clusters.yaml).
+        priority: one of PRIORITIES; `normal` for experiments, `high` only when needed.
+        preemptible: the job may be preempted (it resumes from its newest checkpoint).
+
+    There is no allow-dirty switch: the launcher's gate always refuses uncommitted changes.
+    """
+
+    num_nodes: int = 1
+    num_gpus: int = 1
+    clusters: tuple[str, ...] = ()
+    priority: str = "normal"
+    preemptible: bool = True
+
+    def __post_init__(self) -> None:
+        self.clusters = tuple(self.clusters)
+        if self.num_nodes < 1:
+            raise ValueError(f"LaunchConfig.num_nodes must be >= 1, got {self.num_nodes}")
+        if self.num_gpus < 0:  # 0: one CPU process
+            raise ValueError(f"LaunchConfig.num_gpus must be >= 0, got {self.num_gpus}")
+        if self.priority not in PRIORITIES:
+            raise ValueError(
+                f"LaunchConfig.priority must be one of {PRIORITIES}, got {self.priority!r}"
+            )
+
+
+@dataclasses.dataclass
+class VisualizeConfig:
+    """What `visualize` draws: masked inputs and the model's predictions, as PNGs.
+
+    Attributes:
+        num_samples: samples drawn (one PNG each).
+        patch_size: patch size in pixels used to mask and embed.
+        patches_per_side: crop size in patches (crop = patch_size * patches_per_side px).
+        seed: picks the samples and the masks, so two checkpoints can be compared on the
+            same inputs.
+        checkpoint: a checkpoint folder; None: the newest one of the run (or the
+            untrained model when the run has none).
+        output_dir: where the PNGs go; None: <run folder>/visualizations/step_<N>.
+    """
+
+    num_samples: int = 4
+    patch_size: int = 4
+    patches_per_side: int = 8
+    seed: int = 0
+    checkpoint: str | None = None
+    output_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "patch_size", "patches_per_side"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"VisualizeConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass
+class CommonComponents:
+    """What every builder receives: the run's identity and the cluster's facts.
+
+    Attributes:
+        experiment: the variant's name (its file and Bazel target, e.g. base_s2_only).
+        subcommand: dry_run, train, launch, evaluate or visualize.
+        run_name: the run's name (the run folder and the W&B run).
+        cluster: the cluster name given on the command line.
+        run_root: folder that holds `<project>/<run_name>/` run folders.
+        data_dir: the training data (an H5 sample folder); None: the cluster has no
+            dataset configured and the builders use the embedded synthetic one.
+        wandb_project: the default W&B project (YYYY_MM_DD_description).
+        training_modalities: modalities the model and the data use.
+        launch: resources for `launch`.
+    """
+
+    experiment: str
+    subcommand: str
+    run_name: str
+    cluster: str
+    run_root: str
+    data_dir: str | None
+    wandb_project: str
+    training_modalities: tuple[str, ...]
+    launch: LaunchConfig = dataclasses.field(default_factory=LaunchConfig)
+
+    @property
+    def is_local(self) -> bool:
+        return self.cluster == "local"
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """Everything a run needs, as one tree that round-trips through YAML and JSON.
+
+    Attributes:
+        experiment: the variant that built this config.
+        run_name: the run's name.
+        cluster: where it runs.
+        model: the model config (e.g. models.latent_mim.LatentMIMConfig or a subclass).
+        dataset: the dataset config.
+        data_loader: the data loader config (batches, crops, masking).
+        train_module: optimiser, schedule, losses, batch split.
+        trainer: loop length, run folder, checkpoints, logging callbacks.
+        launch: cluster resources.
+        visualize: what `visualize` draws.
+        seed: initialises the model (the data loader has its own seed).
+    """
+
+    experiment: str
+    run_name: str
+    cluster: str
+    model: Any
+    dataset: Any
+    data_loader: Any
+    train_module: Any
+    trainer: Any
+    launch: LaunchConfig
+    visualize: VisualizeConfig
+    seed: int = 12536
+
+    @property
+    def masking(self) -> Any:
+        """The masking config (it travels with the data loader; models.train reads it here)."""
+        return self.data_loader.masking
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data with class names (what config.yaml holds)."""
+        return config_io.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        config = config_io.from_dict(data, cls)
+        if not isinstance(config, ExperimentConfig):
+            raise config_io.ConfigFormatError(
+                f"expected an ExperimentConfig, the data describes {type(config).__name__}"
+            )
+        return config
+
+
+CommonBuilder = Callable[[str, str, str, str], CommonComponents]
+SectionBuilder = Callable[[CommonComponents], Any]
+
+BUILDER_NAMES = {
+    "common_components_builder": "build_common_components",
+    "model_config_builder": "build_model_config",
+    "dataset_config_builder": "build_dataset_config",
+    "dataloader_config_builder": "build_dataloader_config",
+    "train_module_config_builder": "build_train_module_config",
+    "trainer_config_builder": "build_trainer_config",
+    "visualize_config_builder": "build_visualize_config",
+}
+"""main()'s keyword -> the function name an experiment module defines or imports."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Builders:
+    """The builder functions of one experiment."""
+
+    common_components_builder: CommonBuilder
+    model_config_builder: SectionBuilder
+    dataset_config_builder: SectionBuilder
+    dataloader_config_builder: SectionBuilder
+    train_module_config_builder: SectionBuilder
+    trainer_config_builder: SectionBuilder
+    visualize_config_builder: SectionBuilder
+
+    @classmethod
+    def from_module(cls, module: types.ModuleType) -> Builders:
+        """The builders an experiment module defines or imports, by their guide names."""
+        missing = [name for name in BUILDER_NAMES.values() if not hasattr(module, name)]
+        if missing:
+            raise AttributeError(
+                f"experiment module {module.__name__} lacks {missing}: import them from "
+                "experiments.script (or define them)"
+            )
+        return cls(**{key: getattr(module, name) for key, name in BUILDER_NAMES.items()})
+
+
+def build_config(builders: Builders, common: CommonComponents) -> ExperimentConfig:
+    """Run every builder into one ExperimentConfig (nothing is instantiated)."""
+    trainer = builders.trainer_config_builder(common)
+    return ExperimentConfig(
+        experiment=common.experiment,
+        run_name=common.run_name,
+        cluster=common.cluster,
+        model=builders.model_config_builder(common),
+        dataset=builders.dataset_config_builder(common),
+        data_loader=builders.dataloader_config_builder(common),
+        train_module=builders.train_module_config_builder(common),
+        trainer=trainer,
+        launch=common.launch,
+        visualize=builders.visualize_config_builder(common),
+        seed=getattr(trainer, "seed", ExperimentConfig.seed),
+    )
+
+
+def as_subclass(config: Any, cls: type, **changes: Any) -> Any:
+    """`config` rebuilt as its subclass `cls` with the same field values (plus `changes`).
+
+    How a variant swaps in a component's config subclass without restating its fields:
+        encoder = as_subclass(model.encoder, EncoderWithPerModalityProjectionConfig)
+    """
+    if not isinstance(cls, type) or not issubclass(cls, type(config)):
+        raise TypeError(f"{cls!r} is not a subclass of {type(config).__name__}")
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
+    values.update(changes)
+    return cls(**values)

@@ -1,0 +1,73 @@
+"""The experiment config: builders combine into one tree, variants swap in config
+subclasses without restating fields, and the tree rebuilds from its plain data."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import pytest
+
+from experiments.framework import config_io
+from experiments.framework.experiment_config import (
+    Builders,
+    ExperimentConfig,
+    LaunchConfig,
+    VisualizeConfig,
+    as_subclass,
+)
+
+
+@dataclasses.dataclass
+class Encoder:
+    width: int = 8
+    depth: int = 2
+
+
+@dataclasses.dataclass
+class EncoderWithProjection(Encoder):
+    bias: bool = True
+
+
+def test_as_subclass_keeps_every_field_and_adds_the_new_ones() -> None:
+    swapped = as_subclass(Encoder(width=16, depth=3), EncoderWithProjection, bias=False)
+    assert type(swapped) is EncoderWithProjection
+    assert (swapped.width, swapped.depth, swapped.bias) == (16, 3, False)
+
+
+def test_as_subclass_refuses_an_unrelated_class() -> None:
+    with pytest.raises(TypeError, match="not a subclass"):
+        as_subclass(Encoder(), LaunchConfig)
+
+
+def test_builders_from_a_module_need_all_seven() -> None:
+    module = types.ModuleType("experiments.incomplete")
+    module.build_model_config = lambda common: None
+    with pytest.raises(AttributeError, match="build_dataset_config"):
+        Builders.from_module(module)
+
+
+def test_launch_and_visualize_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="priority must be one of"):
+        LaunchConfig(priority="asap")
+    with pytest.raises(ValueError, match="num_samples"):
+        VisualizeConfig(num_samples=0)
+
+
+def test_an_experiment_config_rebuilds_from_its_plain_data() -> None:
+    config = ExperimentConfig(
+        experiment="base",
+        run_name="base_1",
+        cluster="local",
+        model=EncoderWithProjection(width=4),
+        dataset=Encoder(),
+        data_loader=Encoder(),
+        train_module=Encoder(),
+        trainer=Encoder(),
+        launch=LaunchConfig(num_gpus=8, clusters=("a", "b")),
+        visualize=VisualizeConfig(),
+    )
+    assert ExperimentConfig.from_dict(config.as_dict()) == config
+    assert config_io.from_json(config_io.to_json(config)) == config
+    with pytest.raises(config_io.ConfigFormatError, match="ExperimentConfig"):
+        ExperimentConfig.from_dict(config_io.to_dict(LaunchConfig()))

@@ -1,0 +1,79 @@
+"""`launch`: check names, then hand the resolved run to launcher/ (gate, image, submit).
+
+The launcher receives what it needs to re-create this exact config inside the job: the
+experiment name, its Bazel label (//experiments:<name>, whose `_launch_tests` the gate
+runs), the run name, the cluster, the resolved config as plain data, and the overrides.
+The job runs `experiments/<name>.py train <run> <cluster> <overrides>`, so the overrides
+must pin everything that can change between now and the job's start: the W&B project,
+whose default is dated, is therefore always passed explicitly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+from typing import TYPE_CHECKING, TextIO
+
+from experiments.framework import clusters, naming
+from experiments.framework.errors import CommandError
+
+if TYPE_CHECKING:
+    from experiments.framework.resolution import Invocation
+
+PROJECT_KEY = "trainer.callbacks.wandb.project"
+
+
+def job_overrides(invocation: Invocation) -> list[str]:
+    """The overrides as typed, plus the resolved W&B project when it was not given."""
+    texts = [override.text for override in invocation.overrides]
+    project_paths = {"trainer.run.project", PROJECT_KEY}
+    if not any(override.key in project_paths for override in invocation.overrides):
+        texts.append(f"--{PROJECT_KEY}={invocation.config.trainer.run.project}")
+    return texts
+
+
+def current_branch() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(clusters.workspace_dir()), "rev-parse", "--abbrev-ref", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def launch_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
+    warning = naming.branch_name_warning(current_branch())
+    if warning:
+        print(f"warning: {warning}", file=stderr)
+    try:
+        launcher = importlib.import_module("launcher.launch")
+    except ImportError as error:
+        raise CommandError(f"the launcher is not available in this build: {error}") from error
+    config = invocation.config
+    try:
+        result = launcher.launch_experiment(
+            experiment=invocation.experiment,
+            label=f"//experiments:{invocation.experiment}",
+            run_name=invocation.run_name,
+            cluster=invocation.cluster,
+            overrides=job_overrides(invocation),
+            config=config.as_dict(),
+            wandb_project=config.trainer.run.project,
+            workspace=clusters.workspace_dir(),
+        )
+    except launcher.LaunchRefused as error:
+        raise CommandError(str(error), exit_code=getattr(error, "exit_code", 2)) from error
+    print(
+        f"launched {invocation.experiment} run {result.run_name} on {result.cluster}: "
+        f"job {result.job_id}\n"
+        f"  follow    {result.follow}\n"
+        f"  W&B       project {result.wandb_project}, run {result.run_name}\n"
+        f"  run dir   {result.run_dir}",
+        file=stdout,
+    )
+    return 0

@@ -1,0 +1,84 @@
+"""`launch` hands the launcher the experiment, its label, the run, the resolved config and
+overrides that pin the W&B project; a refusal exits with the launcher's status."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from experiments.framework import cli
+from experiments.framework.experiment_config import Builders
+
+BASE = importlib.import_module("experiments.base")
+
+
+class FakeRefused(RuntimeError):
+    exit_code = 2
+
+
+@pytest.fixture
+def fake_launcher(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    calls: list[dict] = []
+
+    def launch_experiment(**kwargs):
+        calls.append(kwargs)
+        if kwargs["run_name"].endswith("refused"):
+            raise FakeRefused("launch refused; nothing was pushed or submitted:\n  - dirty tree")
+        return types.SimpleNamespace(
+            job_id="42",
+            cluster=kwargs["cluster"],
+            run_name=kwargs["run_name"],
+            wandb_project=kwargs["wandb_project"],
+            follow="tail -f job.log",
+            run_dir=Path("/runs") / kwargs["wandb_project"] / kwargs["run_name"],
+        )
+
+    module = types.ModuleType("launcher.launch")
+    module.launch_experiment = launch_experiment
+    module.LaunchRefused = FakeRefused
+    monkeypatch.setitem(sys.modules, "launcher.launch", module)
+    return calls
+
+
+def _launch(*overrides: str, run_name: str = "base_lr1e-4") -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["launch", run_name, "local", *overrides]
+    return (
+        cli.run(Builders.from_module(BASE), argv, "base", out, err),
+        out.getvalue(),
+        err.getvalue(),
+    )
+
+
+def test_launch_hands_over_the_resolved_run(fake_launcher: list[dict]) -> None:
+    status, out, _ = _launch(
+        "--launch.num_gpus=8", "--trainer.callbacks.wandb.project=2026_11_25_x"
+    )
+    assert status == 0 and "job 42" in out
+    (call,) = fake_launcher
+    assert call["experiment"] == "base" and call["label"] == "//experiments:base"
+    assert call["run_name"] == "base_lr1e-4" and call["cluster"] == "local"
+    assert call["wandb_project"] == "2026_11_25_x"
+    assert call["config"]["launch"]["num_gpus"] == 8
+    assert call["overrides"] == [
+        "--launch.num_gpus=8",
+        "--trainer.callbacks.wandb.project=2026_11_25_x",
+    ]
+
+
+def test_the_default_dated_project_is_pinned_for_the_job(fake_launcher: list[dict]) -> None:
+    status, _, _ = _launch()
+    assert status == 0
+    (call,) = fake_launcher
+    pinned = f"--trainer.callbacks.wandb.project={call['wandb_project']}"
+    assert call["overrides"] == [pinned]
+
+
+def test_a_refused_launch_exits_with_the_launchers_status(fake_launcher: list[dict]) -> None:
+    status, _, err = _launch(run_name="base_refused")
+    assert status == 2 and "dirty tree" in err

@@ -1,0 +1,170 @@
+"""From a command line to a resolved experiment config: overrides, aliases, names.
+
+`resolve(builders, argv, experiment)` parses `SUBCOMMAND RUN_NAME CLUSTER [--k=v ...]`,
+runs the builders, applies the overrides (strict, typed; see overrides.py), keeps linked
+fields equal and checks the guide's naming rules. The alias table and the refused
+sections below are the frozen part of the CLI (cli_test.py pins them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from experiments.framework import naming
+from experiments.framework import overrides as ov
+from experiments.framework.experiment_config import (
+    Builders,
+    CommonComponents,
+    ExperimentConfig,
+    build_config,
+)
+
+SUBCOMMANDS = ("dry_run", "train", "launch", "evaluate", "visualize")
+
+USAGE = """usage: <experiment> SUBCOMMAND RUN_NAME CLUSTER [--key=value ...]
+  SUBCOMMAND: dry_run, train, launch, evaluate or visualize
+  e.g. ./tools/bazel run //experiments:nano -- train quickstart local --trainer.max_steps=100
+       ./tools/bazel run //experiments:base -- launch base_lr1e-4 slurm --launch.num_gpus=8 \\
+           --trainer.callbacks.wandb.project=2026_11_25_my_study
+  dry_run prints every key an override can set."""
+
+
+def _max_steps(current: Any, raw: str) -> Any:
+    steps = ov.parse_value(raw, int, None)
+    if steps < 1:
+        raise ValueError(raw)
+    return dataclasses.replace(current, value=steps, unit="steps")
+
+
+ALIASES: dict[str, ov.Alias] = {
+    "trainer.max_steps": ov.Alias(
+        "trainer.max_duration", _max_steps, "a whole number of optimizer steps (>= 1)"
+    ),
+    "trainer.callbacks.wandb.project": ov.Alias(
+        "trainer.run.project", help="the W&B project, also the run folder's parent"
+    ),
+    "trainer.callbacks.wandb.": ov.Alias("trainer.wandb."),
+    "trainer.callbacks.checkpointer.": ov.Alias("trainer.checkpointer."),
+    "trainer.callbacks.progress.": ov.Alias("trainer.progress."),
+    "trainer.seed": ov.Alias("seed", help="the model initialisation seed"),
+}
+"""The guide's names for fields whose real place is an implementation detail."""
+
+REFUSED = {
+    "model": (
+        "the model is changed by a variant file, not a flag, so that the config test and the "
+        "hygiene test cover it. Create one with: ./tools/bazel run //tools:new_experiment -- "
+        '--name base_<component>_<change> --hypothesis "..."'
+    ),
+    "experiment": "the experiment is the Bazel target you run",
+    "run_name": "the run name is the RUN_NAME argument",
+    "cluster": "the cluster is the CLUSTER argument",
+}
+
+LINKED_FIELDS = (("train_module.global_batch_size", "data_loader.global_batch_size"),)
+"""Fields that must hold the same value: overriding one sets the other."""
+
+
+class UsageError(ValueError):
+    """The command line is wrong; exit status 2."""
+
+
+@dataclasses.dataclass
+class Invocation:
+    """A parsed, resolved command line."""
+
+    experiment: str
+    subcommand: str
+    run_name: str
+    cluster: str
+    overrides: list[ov.Override]
+    applied: list[ov.AppliedOverride]
+    common: CommonComponents
+    config: ExperimentConfig
+    builders: Builders
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+def _sync_linked(config: Any, applied: list[ov.AppliedOverride]) -> Any:
+    touched = {a.path for a in applied}
+    for first, second in LINKED_FIELDS:
+        try:
+            a, b = ov.get_path(config, first), ov.get_path(config, second)
+        except KeyError:
+            continue
+        if a == b:
+            continue
+        if first in touched and second in touched:
+            raise ov.OverrideError(
+                f"--{first}={a} and --{second}={b} disagree; they must be equal (give one)"
+            )
+        source, target = (first, second) if first in touched else (second, first)
+        value = ov.get_path(config, source)
+        config, _ = ov.apply_overrides(config, [ov.Override(target, str(value))])
+    return config
+
+
+def _sync_seed(config: ExperimentConfig) -> ExperimentConfig:
+    """The trainer seeds from ExperimentConfig.seed: keep its copy equal."""
+    if hasattr(config.trainer, "seed") and config.trainer.seed != config.seed:
+        config = dataclasses.replace(
+            config, trainer=dataclasses.replace(config.trainer, seed=config.seed)
+        )
+    return config
+
+
+def resolve(builders: Builders, argv: Sequence[str], experiment: str) -> Invocation:
+    """Parse and resolve a command line (everything except running the subcommand).
+
+    Raises:
+        UsageError, ov.OverrideError, naming.NamingError, clusters.UnknownClusterError:
+            the command line is wrong (exit status 2).
+    """
+    if len(argv) < 3:
+        raise UsageError(f"expected a subcommand, a run name and a cluster\n{USAGE}")
+    subcommand, run_name, cluster, *rest = argv
+    if subcommand not in SUBCOMMANDS:
+        close = ov.closest_keys(subcommand, SUBCOMMANDS, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise UsageError(f"unknown subcommand {subcommand!r}.{hint}\n{USAGE}")
+    if run_name.startswith("-") or cluster.startswith("-"):
+        raise UsageError(f"RUN_NAME and CLUSTER come before the overrides\n{USAGE}")
+    overrides = ov.parse_overrides(rest)
+    common = builders.common_components_builder(experiment, subcommand, run_name, cluster)
+    config, applied = apply_cli_overrides(build_config(builders, common), overrides)
+
+    warnings: list[str] = []
+    naming.validate_wandb_project(config.trainer.run.project)
+    wandb = getattr(config.trainer, "wandb", None)
+    if getattr(wandb, "project", None):
+        naming.validate_wandb_project(wandb.project, "--trainer.wandb.project")
+    try:
+        naming.validate_run_name(run_name, experiment)
+    except naming.NamingError as error:
+        # Local runs are scratch work (quickstart, my_run): a warning. Anything that goes
+        # to a cluster must be findable from its variant: an error.
+        if subcommand == "launch" or not common.is_local:
+            raise
+        warnings.append(str(error))
+    return Invocation(
+        experiment=experiment,
+        subcommand=subcommand,
+        run_name=run_name,
+        cluster=cluster,
+        overrides=overrides,
+        applied=applied,
+        common=common,
+        config=config,
+        builders=builders,
+        warnings=warnings,
+    )
+
+
+def apply_cli_overrides(
+    config: ExperimentConfig, overrides: Sequence[ov.Override]
+) -> tuple[ExperimentConfig, list[ov.AppliedOverride]]:
+    """Overrides with the CLI's aliases and refusals, then linked fields made equal."""
+    config, applied = ov.apply_overrides(config, overrides, ALIASES, REFUSED)
+    return _sync_seed(_sync_linked(config, applied)), applied

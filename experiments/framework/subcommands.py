@@ -1,0 +1,125 @@
+"""The five subcommands; each takes a resolved Invocation and returns an exit status.
+
+dry_run    resolved config (YAML), parameter counts, diff against base; builds nothing
+           but the model on the meta device (no memory, no weights)
+train      trains here; prints where checkpoints, metrics, W&B and the loss plot are
+launch     hands the run to launcher/ (gate -> image -> submit)
+evaluate   scores a checkpoint on held-out batches (experiments/framework/evaluate.py)
+visualize  masked inputs and predictions as PNGs (experiments/framework/visualize.py)
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from experiments.framework import config_io, diff
+from experiments.framework.errors import CommandError
+from experiments.framework.experiment_config import IDENTITY_FIELDS, Builders, build_config
+
+if TYPE_CHECKING:
+    from experiments.framework.resolution import Invocation
+
+BASE_MODULE = "experiments.base"
+
+
+def _rule(title: str) -> str:
+    return f"\n== {title} " + "=" * max(0, 86 - len(title))
+
+
+def format_count(count: int) -> str:
+    if count >= 1e9:
+        return f"{count / 1e9:.2f}B"
+    if count >= 1e6:
+        return f"{count / 1e6:.2f}M"
+    if count >= 1e3:
+        return f"{count / 1e3:.1f}k"
+    return str(count)
+
+
+def parameter_counts(model_config: Any) -> dict[str, int]:
+    """Parameters per part of the model, built on the meta device (no memory used)."""
+    import torch
+
+    with torch.device("meta"):
+        model = model_config.build()
+    counts = (
+        dict(model.parameter_counts())
+        if hasattr(model, "parameter_counts")
+        else {"model": sum(p.numel() for p in model.parameters())}
+    )
+    counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    return counts
+
+
+def base_config_for(invocation: Invocation) -> Any:
+    """base's resolved config for the same run identity and the same overrides."""
+    from experiments.framework import resolution
+
+    base_module = importlib.import_module(BASE_MODULE)
+    base_config = build_config(Builders.from_module(base_module), invocation.common)
+    return resolution.apply_cli_overrides(base_config, invocation.overrides)[0]
+
+
+def run_dir_of(config: Any) -> Path:
+    run = config.trainer.run
+    return Path(run.root) / run.project / run.name
+
+
+def dry_run(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
+    config = invocation.config
+    print(
+        f"{invocation.experiment}: run {invocation.run_name} on {invocation.cluster} "
+        f"(dry run: nothing is trained or written)",
+        file=stdout,
+    )
+    print(_rule("overrides"), file=stdout)
+    if invocation.applied:
+        for applied in invocation.applied:
+            print(f"  {applied.describe()}", file=stdout)
+    else:
+        print("  (none)", file=stdout)
+    print(_rule("resolved config"), file=stdout)
+    print(config_io.to_yaml(config).rstrip(), file=stdout)
+    print(_rule("parameters"), file=stdout)
+    try:
+        counts = parameter_counts(config.model)
+    except Exception as error:  # the config is printed; a model that cannot build is an error
+        raise CommandError(f"the model config does not build: {error}") from error
+    for name, count in counts.items():
+        print(f"  {name:<10} {format_count(count):>9}  ({count:,})", file=stdout)
+    print(_rule("diff against base"), file=stdout)
+    if invocation.experiment == "base":
+        print("  (this is base)", file=stdout)
+    else:
+        changes = diff.diff_configs(base_config_for(invocation), config, ignore=IDENTITY_FIELDS)
+        print(diff.format_diff(changes), file=stdout)
+    print(_rule("run folder"), file=stdout)
+    print(f"  {run_dir_of(config)}", file=stdout)
+    return 0
+
+
+def train(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
+    from experiments.framework import training
+
+    return training.train_command(invocation, stdout, stderr)
+
+
+def launch(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
+    from experiments.framework import launching
+
+    return launching.launch_command(invocation, stdout, stderr)
+
+
+def evaluate(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
+    from experiments.framework import evaluate as evaluate_module
+
+    return evaluate_module.evaluate_command(invocation, stdout, stderr)
+
+
+def visualize(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
+    from experiments.framework import visualize as visualize_module
+
+    return visualize_module.visualize_command(invocation, stdout, stderr)

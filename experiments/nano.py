@@ -1,0 +1,37 @@
+"""Nano: the v1 recipe at nano size (1.36M encoder + 0.83M decoder parameters).
+
+Hypothesis: none; a size recipe for quick studies and the CPU quickstart.
+Change: model size nano (128 wide, 4 + 4 blocks, 8 heads). On the `local` cluster only, a
+CPU-sized step (script.for_local_cpu: batch 8, token budget 300, warmup 20); elsewhere base's.
+Launch:
+    ./tools/bazel run //experiments:nano -- launch nano <cluster> --launch.num_gpus=1 \\
+        --trainer.callbacks.wandb.project=YYYY_MM_DD_<study>
+Quickstart: ./tools/bazel run //experiments:nano -- train quickstart local --trainer.max_steps=100
+"""
+
+from experiments import script
+from experiments.framework import CommonComponents, builders_in, main
+from experiments.script import (  # noqa: F401 (unchanged builders of this experiment)
+    build_common_components,
+    build_dataset_config,
+    build_trainer_config,
+    build_visualize_config,
+)
+
+CHANGES = ("model", "data_loader", "train_module")
+
+
+def build_model_config(common: CommonComponents) -> script.LatentMIMConfig:
+    return script.v1_model_config(common, "nano")
+
+
+def build_dataloader_config(common: CommonComponents) -> script.MaskedDataLoaderConfig:
+    return script.for_local_cpu(common, script.build_dataloader_config(common))
+
+
+def build_train_module_config(common: CommonComponents) -> script.TrainModuleConfig:
+    return script.for_local_cpu(common, script.build_train_module_config(common))
+
+
+if __name__ == "__main__":
+    main(**builders_in(globals()))

@@ -1,0 +1,165 @@
+"""The shared builders of every experiment: OlmoEarth's v1 pretraining recipe.
+
+Numbers are the reference's `scripts/official/v1/script.py` (notes: reference-olmoearth.md
+section 4.2). A variant imports these and overrides only the builder(s) its hypothesis
+changes; experiments/base.py adds the base model.
+
+    optimizer   AdamW lr 1e-4, weight decay 0.02, betas (0.9, 0.999); clip grad norm 1.0
+    schedule    linear warmup 8000 steps, cosine to 0.1 x lr at the last step
+    batch       global 512 instances, microbatch 32 per rank (16 per step on 1 rank)
+    duration    300 epochs: 2,224 steps/epoch on the 1,138,828-sample dataset = 667,200
+                steps, the released base checkpoint's step
+    data        token budget 2250 per instance; patch size drawn from 1..8 and patches per
+                side from 1..12 per step; loader seed 3622; 12 workers, prefetch 2
+    masking     modality_cross_random, 50% encoded / 50% decoded, maps decode-only
+    losses      modality patch discrimination (tau 0.1) + InfoNCE (tau 0.1, weight 0.1)
+    seeds       3622 for the data loader, 12536 for the model
+    checkpoints every 250 steps (newest kept) and permanently every 5000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from experiments.framework import (
+    CommonComponents,
+    LaunchConfig,
+    MaskedDataLoaderConfig,
+    VisualizeConfig,
+    clusters,
+    data,
+    naming,
+)
+from models.data.dataset import DatasetConfig
+from models.latent_mim.latent_mim import LatentMIMConfig
+from models.losses.info_nce import InfoNCELossConfig
+from models.losses.patch_discrimination import ModalityPatchDiscriminationLossConfig
+from models.modalities import modalities
+from models.train.callbacks.checkpointer import CheckpointerConfig
+from models.train.optim import AdamWConfig, CosineWithWarmupConfig
+from models.train.run_dir import RunDirConfig
+from models.train.train_module import TrainModuleConfig
+from models.train.trainer import Duration, TrainerConfig
+
+GLOBAL_BATCH_SIZE = 512
+MICROBATCH_SIZE = 32
+DATA_LOADER_SEED = 3622
+MODEL_SEED = 12536
+MIN_PATCH_SIZE = 1
+MAX_PATCH_SIZE = 8
+TOKEN_BUDGET = 2250
+
+
+def build_common_components(
+    experiment: str, subcommand: str, run_name: str, cluster: str
+) -> CommonComponents:
+    """Identity, cluster roots and launch resources of a run.
+
+    The default W&B project is today's date plus the experiment name; a study that groups
+    several variants passes one shared project with --trainer.callbacks.wandb.project.
+    """
+    spec = clusters.resolve_cluster(cluster)
+    return CommonComponents(
+        experiment=experiment,
+        subcommand=subcommand,
+        run_name=run_name,
+        cluster=cluster,
+        run_root=spec.run_root,
+        data_dir=spec.data_dir,
+        wandb_project=naming.dated_project(experiment),
+        training_modalities=modalities.TRAINING_MODALITIES,
+        # The reference's default is 1 GPU; its base ran with --launch.num_gpus=8 (512 / 8 =
+        # 64 per rank = 2 microbatches), which every launch command here passes.
+        launch=LaunchConfig(num_nodes=1, num_gpus=1, priority="normal"),
+    )
+
+
+def v1_model_config(common: CommonComponents, size: str, **kwargs) -> LatentMIMConfig:
+    """The v1 model at `size` (models/latent_mim/sizes.py) over the run's modalities."""
+    return LatentMIMConfig.from_size(size, modalities=common.training_modalities, **kwargs)
+
+
+def build_dataset_config(common: CommonComponents) -> DatasetConfig:
+    """The cluster's H5 dataset, or the embedded synthetic one (generated on first train)."""
+    h5_dir = common.data_dir or str(data.default_dataset_dir())
+    return DatasetConfig(h5_dir=h5_dir, training_modalities=common.training_modalities)
+
+
+def build_dataloader_config(common: CommonComponents) -> MaskedDataLoaderConfig:
+    # 12 workers x prefetch 2 kept 8 H100s fed in the reference; a laptop has 2 cores, and
+    # one worker overlaps reading and masking with the step without starving it.
+    workers = 1 if common.is_local else 12
+    return MaskedDataLoaderConfig(
+        global_batch_size=GLOBAL_BATCH_SIZE,
+        num_workers=workers,
+        prefetch_factor=2,
+        seed=DATA_LOADER_SEED,
+        min_patch_size=MIN_PATCH_SIZE,
+        max_patch_size=MAX_PATCH_SIZE,
+        patches_per_side=tuple(range(1, 13)),
+        token_budget=TOKEN_BUDGET,
+        masking=data.v1_masking(),
+    )
+
+
+def build_train_module_config(common: CommonComponents) -> TrainModuleConfig:
+    return TrainModuleConfig(
+        optimizer=AdamWConfig(lr=1e-4, weight_decay=0.02, betas=(0.9, 0.999), eps=1e-8),
+        scheduler=CosineWithWarmupConfig(warmup_steps=8000, alpha_f=0.1),
+        global_batch_size=GLOBAL_BATCH_SIZE,
+        microbatch_size=MICROBATCH_SIZE,
+        patch_loss=ModalityPatchDiscriminationLossConfig(tau=0.1),
+        contrastive=InfoNCELossConfig(tau=0.1, weight=0.1),
+        max_grad_norm=1.0,
+    )
+
+
+def build_trainer_config(common: CommonComponents) -> TrainerConfig:
+    return TrainerConfig(
+        run=RunDirConfig(project=common.wandb_project, name=common.run_name, root=common.run_root),
+        max_duration=Duration.epochs(300),
+        seed=MODEL_SEED,
+        checkpointer=CheckpointerConfig(interval=250, keep_last=1, permanent_interval=5000),
+    )
+
+
+def build_visualize_config(common: CommonComponents) -> VisualizeConfig:
+    return VisualizeConfig(num_samples=4, patch_size=4, patches_per_side=8, seed=0)
+
+
+# -- CPU quickstart ------------------------------------------------------------------------
+# The nano recipe on the `local` cluster shrinks its step so that
+# `train quickstart local --trainer.max_steps=100` ends in minutes on a 2-core laptop:
+#   global batch 512 -> 8 (microbatch 32 -> 8): a 512-instance step takes minutes on CPU;
+#   token budget 2250 -> 300 per instance: 8 x 2250-token instances (~13k tokens a step)
+#       took 40-65 s per step on the shared 2-core machine, 8 x 300 (~1.5k tokens) 0.3
+#       CPU-seconds with one intra-op thread (training.cpu_threads_for);
+#   warmup 8000 -> 20 steps: with 8000, a 100-step run never gets past lr 1.25e-6.
+# Measured: 100 steps in 112 s (47 CPU-seconds) with the machine at load average 12.
+# base and every ablation keep the reference numbers on every cluster (experiment_test.py).
+CPU_QUICKSTART_BATCH = 8
+CPU_QUICKSTART_TOKEN_BUDGET = 300
+CPU_QUICKSTART_WARMUP_STEPS = 20
+
+
+def for_local_cpu(common: CommonComponents, config: Any) -> Any:
+    """`config` (data loader or train module) shrunk for a CPU quickstart on `local`."""
+    if not common.is_local:
+        return config
+    if isinstance(config, MaskedDataLoaderConfig):
+        return dataclasses.replace(
+            config,
+            global_batch_size=CPU_QUICKSTART_BATCH,
+            token_budget=CPU_QUICKSTART_TOKEN_BUDGET,
+        )
+    if isinstance(config, TrainModuleConfig):
+        return dataclasses.replace(
+            config,
+            global_batch_size=CPU_QUICKSTART_BATCH,
+            microbatch_size=CPU_QUICKSTART_BATCH,
+            scheduler=dataclasses.replace(
+                config.scheduler, warmup_steps=CPU_QUICKSTART_WARMUP_STEPS
+            ),
+        )
+    raise TypeError(f"for_local_cpu does not know {type(config).__name__}")
