@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import json
 import pathlib
-import warnings
 
 import pytest
 
@@ -30,16 +29,17 @@ reference_env.activate()
 pytest.importorskip("olmoearth_pretrain")
 
 import torch  # noqa: E402
-from olmoearth_pretrain.datatypes import MaskedOlmoEarthSample  # noqa: E402
-from olmoearth_pretrain.nn.flexi_vit import EncoderConfig as RefEncoderConfig  # noqa: E402
-from olmoearth_pretrain.nn.flexi_vit import PredictorConfig as RefPredictorConfig  # noqa: E402
-from olmoearth_pretrain.nn.latent_mim import LatentMIMConfig as RefLatentMIMConfig  # noqa: E402
 from olmoearth_pretrain.train.loss import InfoNCELoss as RefInfoNCE  # noqa: E402
 from olmoearth_pretrain.train.loss import (  # noqa: E402
     ModalityPatchDiscriminationLoss as RefPatchDiscrimination,
 )
 
 from models.convert import reference_checkpoint as rc  # noqa: E402
+from models.convert.reference_batch import (  # noqa: E402
+    build_reference,
+    reference_tokens,
+    to_reference_sample,
+)
 from models.latent_mim import sizes  # noqa: E402
 from models.latent_mim.latent_mim import LatentMIMConfig  # noqa: E402
 from models.losses.info_nce import InfoNCELossConfig  # noqa: E402
@@ -64,51 +64,6 @@ FIXTURE = pathlib.Path(__file__).parent / "testdata" / "reference_v1_small_state
 
 
 # -- the reference side ------------------------------------------------------------------------
-
-
-def build_reference(size: sizes.ModelSize, drop_path: float, projection_only_target: bool = False):
-    """The reference's v1 LatentMIM (scripts/official/v1) at `size`."""
-    names = list(MODALITY_NAMES)
-    encoder = RefEncoderConfig(
-        embedding_size=size.encoder_width,
-        num_heads=size.encoder_heads,
-        depth=size.encoder_depth,
-        mlp_ratio=size.mlp_ratio,
-        supported_modality_names=names,
-        max_patch_size=8,
-        drop_path=drop_path,
-        max_sequence_length=12,
-        use_linear_patch_embed=False,
-    )
-    decoder = RefPredictorConfig(
-        encoder_embedding_size=size.encoder_width,
-        decoder_embedding_size=size.decoder_width,
-        depth=size.decoder_depth,
-        mlp_ratio=size.mlp_ratio,
-        num_heads=size.decoder_heads,
-        supported_modality_names=names,
-        max_sequence_length=12,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # max_sequence_length is a no-op
-        return RefLatentMIMConfig(
-            encoder_config=encoder,
-            decoder_config=decoder,
-            projection_only_target=projection_only_target,
-        ).build()
-
-
-def to_reference_sample(x: MaskedSample) -> MaskedOlmoEarthSample:
-    """Our MaskedSample as the reference's (same tensors, same layouts)."""
-    fields = {"timestamps": x.timestamps}
-    for name in x.modality_names:
-        fields[name] = x.data[name]
-        fields[f"{name}_mask"] = x.masks[name]
-    return MaskedOlmoEarthSample(**fields)
-
-
-def reference_tokens(tokens_and_masks) -> dict[str, torch.Tensor]:
-    return {name: getattr(tokens_and_masks, name) for name in tokens_and_masks.modalities}
 
 
 def reference_step(model, x: MaskedSample, patch_size: int) -> dict:

@@ -93,7 +93,12 @@ def collate_two_views(
         raise ValueError(f"instances of one batch have different patch sizes {sorted(patch_sizes)}")
     patch_size = patch_sizes.pop()
     sample = stack_items(items)
-    view_a = masking.apply(sample, patch_size, generator)
-    view_b = masking.apply(sample, patch_size, generator)
+    apply_views = getattr(masking, "apply_views", None)
+    if apply_views is not None:
+        # The same two views as two `apply` calls; the missing-data masks are computed once.
+        view_a, view_b = apply_views(sample, patch_size, generator, num_views=2)
+    else:
+        view_a = masking.apply(sample, patch_size, generator)
+        view_b = masking.apply(sample, patch_size, generator)
     skipped = tuple(path for item in items for path in item.skipped)
     return Batch(patch_size=patch_size, view_a=view_a, view_b=view_b, skipped=skipped)

@@ -9,7 +9,8 @@ models/modalities/samples.py):
    canonical registry order, each flattened row-major over (h, w, T, S).
 4. `remove_masked_tokens`: keep the ONLINE_ENCODER tokens, left-packed (stable sort), padded
    to the longest sample. `fast_pass=True` (inference) keeps everything instead.
-5. `apply_attn`: the blocks, the final LayerNorm (on real tokens only), `add_removed_tokens`
+5. `apply_attn`: the blocks (on the kept tokens only, packed back to back: no FLOP on padding,
+   models/nn/varlen.py), the final LayerNorm (on real tokens only), `add_removed_tokens`
    (removed positions come back as zeros), `split_and_expand_per_modality`.
 6. `pool_and_project`: the mean of the ONLINE_ENCODER tokens, then a Linear (the reference's
    ProjectAndAggregate with aggregate_then_project): the instance vector for InfoNCE.
@@ -34,7 +35,7 @@ from torch import Tensor, nn
 
 from models.modalities import modalities
 from models.modalities.samples import MaskedSample, MaskValue, TokensAndMasks
-from models.nn import sequence
+from models.nn import sequence, varlen
 from models.nn.attention import Block
 from models.nn.encodings import CompositeEncodings
 from models.nn.init import xavier_init_linears_
@@ -226,13 +227,19 @@ class Encoder(nn.Module):
         return sequence.pack(tokens, mask == MaskValue.ONLINE_ENCODER)
 
     def run_blocks(self, packed: sequence.PackedTokens) -> Tensor:
-        """The transformer blocks over packed tokens [B, L, D]; padding keys masked out."""
+        """The transformer blocks over packed tokens [B, L, D] -> [B, L, D], zeros at padding.
+
+        The blocks see only the kept tokens, back to back ([N, D], models/nn/varlen.py): no
+        FLOP is spent on padding and attention stays within each sample.
+        """
         x = packed.tokens
         if x.shape[1] == 0:  # no sample has a visible token
             return x
+        lengths = packed.varlen or varlen.Varlen.from_mask(packed.kept)
+        flat = varlen.flatten(x, packed.kept, lengths)
         for block in self.blocks:
-            x = block(x, packed.attn_mask)
-        return x
+            flat = block(flat, varlen=lengths)
+        return varlen.unflatten(flat, packed.kept, lengths)
 
     def add_removed_tokens(self, x: Tensor, packed: sequence.PackedTokens) -> Tensor:
         """[B, L, D] -> [B, N, D]: kept tokens back at their positions, zeros elsewhere."""

@@ -286,8 +286,30 @@ class MaskingStrategy:
             patch_size: P, in 10 m pixels; H and W must be multiples of it.
             generator: the only source of randomness.
         """
+        return self.apply_views(sample, patch_size, generator, num_views=1)[0]
+
+    def apply_views(
+        self, sample: Sample, patch_size: int, generator: torch.Generator, num_views: int = 2
+    ) -> list[MaskedSample]:
+        """`num_views` independent maskings of `sample` (the two views of a training batch).
+
+        The views are those of `num_views` calls of `apply` with this generator, one after the
+        other; only the missing-data masks, which depend on the data alone, are computed once
+        instead of per view (they were half of the masking time: tools/bench/data.py).
+        """
         if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"patch_size must be a positive int; got {patch_size!r}")
+        missing_px, present = self._missing_and_present(sample, patch_size)
+        return [
+            self._masked_view(sample, patch_size, generator, missing_px, present)
+            for _ in range(num_views)
+        ]
+
+    def _missing_and_present(
+        self, sample: Sample, patch_size: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Per modality: pixels where a band set has no data [B, H, W, T, S], and tokens that
+        have data in at least one pixel of their patch [B, h, w, T, S] (non-spatial: [B, S])."""
         missing_px: dict[str, torch.Tensor] = {}
         present: dict[str, torch.Tensor] = {}
         for name in sample.modality_names:
@@ -296,28 +318,42 @@ class MaskingStrategy:
             missing = missing_band_set_mask(data, spec)
             missing_px[name] = missing
             if spec.is_spatial:
-                height, width = data.shape[1:3]
+                batch, height, width, steps, sets = missing.shape
                 if height % patch_size or width % patch_size:
                     raise ValueError(
                         f"{name}: H x W = {height} x {width} is not a multiple of "
                         f"patch_size {patch_size}"
                     )
-                has_data = einops.rearrange(
-                    ~missing, "b (h p) (w q) t s -> b h w t s (p q)", p=patch_size, q=patch_size
-                )
-                present[name] = has_data.any(dim=-1)
+                rows, cols = height // patch_size, width // patch_size
+                # [B, h, p, w, q, T, S] is a view of the contiguous pixel mask: no copy.
+                patches = missing.reshape(batch, rows, patch_size, cols, patch_size, steps, sets)
+                present[name] = ~patches.all(dim=4).all(dim=2)
             else:
                 present[name] = ~missing
+        return missing_px, present
+
+    def _masked_view(
+        self,
+        sample: Sample,
+        patch_size: int,
+        generator: torch.Generator,
+        missing_px: dict[str, torch.Tensor],
+        present: dict[str, torch.Tensor],
+    ) -> MaskedSample:
         token_masks = self.token_masks(present, generator)
         token_masks = self._hide_decode_only(token_masks)
         token_masks = self._ensure_encoder_and_decoder(token_masks, present, generator)
         masks = {}
         for name, token_mask in token_masks.items():
-            if self.spec(name).is_spatial:
+            if self.spec(name).is_spatial and patch_size > 1:
+                # Repeating into pixels copies (unless h = w = 1, where einops may return an
+                # expanded view: contiguous() copies then), so MISSING is written in place.
                 token_mask = einops.repeat(
                     token_mask, "b h w t s -> b (h p) (w q) t s", p=patch_size, q=patch_size
-                )
-            masks[name] = token_mask.masked_fill(missing_px[name], MISSING).contiguous()
+                ).contiguous()
+                masks[name] = token_mask.masked_fill_(missing_px[name], MISSING)
+            else:
+                masks[name] = token_mask.masked_fill(missing_px[name], MISSING).contiguous()
         return MaskedSample(data=dict(sample.data), masks=masks, timestamps=sample.timestamps)
 
     def _hide_decode_only(self, token_masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -219,3 +219,25 @@ def test_configs_are_dataclasses_with_recipe_defaults():
     v11 = RandomTimeWithDecodeMaskingConfig()
     assert (v11.encode_ratio, v11.decode_ratio, v11.random_ratio) == (0.5, 0.5, 0.5)
     assert dataclasses.replace(v1, encode_ratio=0.25).encode_ratio == 0.25
+
+
+def test_apply_views_gives_the_views_of_successive_apply_calls():
+    strategy = masking_config_from_name("modality_cross_random").build()
+    sample = tiny_sample(batch=4, size=8, steps=3, seed=5)
+    views = strategy.apply_views(sample, 2, torch.Generator().manual_seed(3), num_views=2)
+    generator = torch.Generator().manual_seed(3)
+    expected = [strategy.apply(sample, 2, generator) for _ in range(2)]
+    for view, reference in zip(views, expected, strict=True):
+        assert view.masks.keys() == reference.masks.keys()
+        for name in view.masks:
+            assert torch.equal(view.masks[name], reference.masks[name]), name
+    assert not torch.equal(views[0].masks["sentinel2_l2a"], views[1].masks["sentinel2_l2a"])
+
+
+def test_a_one_patch_window_gets_pixel_exact_missing_masks():
+    strategy = masking_config_from_name("modality_cross_random").build()
+    sample = tiny_sample(batch=4, size=4, steps=2, seed=1)
+    view = strategy.apply(sample, 4, torch.Generator().manual_seed(0))  # h = w = 1
+    for name, mask in view.masks.items():
+        missing = missing_band_set_mask(sample.data[name], modalities.get(name))
+        assert torch.equal(mask == MaskValue.MISSING, missing), name

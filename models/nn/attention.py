@@ -1,8 +1,10 @@
 """Transformer layers: self-attention, cross-attention, MLP, DropPath and pre-norm blocks.
 
-Attention runs on `F.scaled_dot_product_attention`. A key padding mask `[B, N]` (True = this
-key takes part) is passed only when some sample is actually padded; with `None` SDPA can use
-its fastest kernels. Tokens are `[B, N, D]` (legend: models/modalities/samples.py).
+Two token layouts (legend: models/modalities/samples.py):
+- padded `[B, N, D]`, with an optional key padding mask `[B, N]` (True = this key takes part),
+  passed only when some sample is actually padded, so SDPA can use its fastest kernels;
+- packed `[N, D]` with a `Varlen` (models/nn/varlen.py): the samples' tokens back to back, no
+  padding; what the encoder and the predictor run on, so per-token work skips padding.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import einops
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from models.nn.varlen import Varlen, varlen_attention
 
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
@@ -35,8 +39,16 @@ class SelfAttention(nn.Module):
         self.qkv.fused_chunks = 3
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        """x [B, N, D]; key_padding_mask [B, N] or None -> [B, N, D]."""
+    def forward(
+        self, x: Tensor, key_padding_mask: Tensor | None = None, varlen: Varlen | None = None
+    ) -> Tensor:
+        """x [B, N, D]; key_padding_mask [B, N] or None -> [B, N, D].
+
+        With `varlen`, x is packed [N, D] and each sample attends within itself -> [N, D].
+        """
+        if varlen is not None:
+            q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).unbind(1)
+            return self.proj(varlen_attention(q, k, v, varlen, varlen).flatten(1))
         q, k, v = einops.rearrange(
             self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads
         ).unbind(0)
@@ -57,8 +69,25 @@ class CrossAttention(nn.Module):
         self.kv.fused_chunks = 2
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: Tensor, context: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        """x [B, Nq, D] attends to context [B, Nk, D]; key_padding_mask [B, Nk] -> [B, Nq, D]."""
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor,
+        key_padding_mask: Tensor | None = None,
+        q_varlen: Varlen | None = None,
+        kv_varlen: Varlen | None = None,
+    ) -> Tensor:
+        """x [B, Nq, D] attends to context [B, Nk, D]; key_padding_mask [B, Nk] -> [B, Nq, D].
+
+        With `q_varlen` and `kv_varlen`, x is packed [Nq, D] and context packed [Nk, D]; each
+        sample's queries attend to its own context -> [Nq, D].
+        """
+        if q_varlen is not None or kv_varlen is not None:
+            if q_varlen is None or kv_varlen is None:
+                raise ValueError("packed cross-attention needs both q_varlen and kv_varlen")
+            q = self.q(x).unflatten(-1, (self.num_heads, -1))
+            k, v = self.kv(context).unflatten(-1, (2, self.num_heads, -1)).unbind(1)
+            return self.proj(varlen_attention(q, k, v, q_varlen, kv_varlen).flatten(1))
         q = einops.rearrange(self.q(x), "b n (h d) -> b h n d", h=self.num_heads)
         k, v = einops.rearrange(
             self.kv(context), "b n (two h d) -> two b h n d", two=2, h=self.num_heads
@@ -85,7 +114,8 @@ class DropPath(nn.Module):
     """Stochastic depth: in training, zeroes a sample's residual branch with probability p.
 
     Kept branches are scaled by 1 / (1 - p) so the expectation is unchanged; identity in eval
-    and when p = 0.
+    and when p = 0. Packed tokens [N, D] pass their `Varlen`, so that the draw is per sample
+    (the same random numbers as the padded layout of the same batch).
     """
 
     def __init__(self, drop_prob: float = 0.0):
@@ -94,12 +124,17 @@ class DropPath(nn.Module):
             raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
         self.drop_prob = drop_prob
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, varlen: Varlen | None = None) -> Tensor:
         if self.drop_prob == 0.0 or not self.training:
             return x
         keep_prob = 1.0 - self.drop_prob
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        keep = torch.floor(keep_prob + torch.rand(shape, dtype=x.dtype, device=x.device))
+        if varlen is None:
+            shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+            keep = torch.floor(keep_prob + torch.rand(shape, dtype=x.dtype, device=x.device))
+        else:
+            per_sample = torch.rand(varlen.batch_size, dtype=x.dtype, device=x.device)
+            keep = torch.floor(keep_prob + per_sample)[varlen.sample_ids]
+            keep = keep.reshape(-1, *([1] * (x.ndim - 1)))
         return x.div(keep_prob) * keep
 
 
@@ -114,9 +149,12 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(width)
         self.mlp = Mlp(width, mlp_ratio)
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), key_padding_mask))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+    def forward(
+        self, x: Tensor, key_padding_mask: Tensor | None = None, varlen: Varlen | None = None
+    ) -> Tensor:
+        """Padded x [B, N, D] (optional key_padding_mask), or packed x [N, D] with `varlen`."""
+        x = x + self.drop_path(self.attn(self.norm1(x), key_padding_mask, varlen), varlen)
+        return x + self.drop_path(self.mlp(self.norm2(x)), varlen)
 
 
 class CrossBlock(nn.Module):
@@ -134,6 +172,15 @@ class CrossBlock(nn.Module):
         self.norm2 = nn.LayerNorm(width)
         self.mlp = Mlp(width, mlp_ratio)
 
-    def forward(self, x: Tensor, context: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), context, key_padding_mask))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor,
+        key_padding_mask: Tensor | None = None,
+        q_varlen: Varlen | None = None,
+        kv_varlen: Varlen | None = None,
+    ) -> Tensor:
+        """Padded x [B, Nq, D] and context [B, Nk, D], or both packed with their `Varlen`s."""
+        attended = self.attn(self.norm1(x), context, key_padding_mask, q_varlen, kv_varlen)
+        x = x + self.drop_path(attended, q_varlen)
+        return x + self.drop_path(self.mlp(self.norm2(x)), q_varlen)

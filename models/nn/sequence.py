@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from models.modalities import modalities
+from models.nn.varlen import Varlen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,19 +81,23 @@ class PackedTokens:
         attn_mask: [B, L] bool key padding mask, or None when no sample is padded (so attention
             can take its unmasked fast path). A sample with no kept token attends to its first
             (zero) padding slot so that softmax stays finite; its outputs are dropped anyway.
+        varlen: the number of kept tokens of each sample, for running the blocks on the kept
+            tokens only (models/nn/varlen.py); None means "count `kept`".
     """
 
     tokens: Tensor
     kept: Tensor
     indices: Tensor | None
     attn_mask: Tensor | None
+    varlen: Varlen | None = None
 
 
 def pack(tokens: Tensor, keep: Tensor) -> PackedTokens:
     """Left-packs tokens [B, N, D] where keep [B, N] (bool) is True; pads to the longest row."""
     sorted_keep, indices = torch.sort(keep, dim=1, descending=True, stable=True)
     lengths = sorted_keep.sum(dim=1)
-    shortest, longest = torch.stack([lengths.min(), lengths.max()]).tolist()  # one host sync
+    varlen = Varlen(tuple(lengths.tolist()), keep.device)  # one host sync
+    shortest, longest = min(varlen.lengths, default=0), varlen.max_len
     gathered = tokens.gather(1, indices[:, :, None].expand_as(tokens))
     kept = sorted_keep[:, :longest]
     packed = gathered[:, :longest] * kept[:, :, None]
@@ -103,7 +108,9 @@ def pack(tokens: Tensor, keep: Tensor) -> PackedTokens:
             empty = (lengths == 0)[:, None]
             first = torch.arange(longest, device=keep.device)[None, :] == 0
             attn_mask = kept | (empty & first)
-    return PackedTokens(tokens=packed, kept=kept, indices=indices, attn_mask=attn_mask)
+    return PackedTokens(
+        tokens=packed, kept=kept, indices=indices, attn_mask=attn_mask, varlen=varlen
+    )
 
 
 def unpack(tokens: Tensor, packed: PackedTokens) -> Tensor:
@@ -125,5 +132,7 @@ def unpack(tokens: Tensor, packed: PackedTokens) -> Tensor:
 
 def unpacked(tokens: Tensor) -> PackedTokens:
     """A `PackedTokens` that keeps everything (nothing removed, no padding)."""
-    kept = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-    return PackedTokens(tokens=tokens, kept=kept, indices=None, attn_mask=None)
+    batch, length = tokens.shape[:2]
+    kept = torch.ones(batch, length, dtype=torch.bool, device=tokens.device)
+    varlen = Varlen.uniform_batch(batch, length, tokens.device)
+    return PackedTokens(tokens=tokens, kept=kept, indices=None, attn_mask=None, varlen=varlen)

@@ -43,3 +43,10 @@ def test_a_sample_with_nothing_kept_attends_to_one_zero_slot():
     packed = sequence.pack(torch.randn(2, 3, 4), keep)
     assert packed.attn_mask.tolist() == [[True, True], [True, False]]
     assert torch.all(packed.tokens[1] == 0)
+
+
+def test_pack_records_each_samples_kept_count_for_the_packed_blocks():
+    keep = torch.tensor([[1, 0, 1, 1], [0, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.bool)
+    packed = sequence.pack(torch.randn(3, 4, 2), keep)
+    assert packed.varlen.lengths == (3, 0, 1)
+    assert sequence.unpacked(torch.randn(2, 5, 3)).varlen.lengths == (5, 5)

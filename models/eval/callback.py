@@ -1,0 +1,87 @@
+"""In-loop downstream evaluation as a models/train callback.
+
+Every `interval` steps (and after the last step), rank 0 scores the online encoder of the
+model being trained with an `Evaluator` and adds the scores (`eval/<task>/<metric>`) to the
+step's metrics. The callback runs before the metrics writer and the W&B logger (priority 60
+> 50 > 30), so the scores travel the trainer's own logging path into metrics.jsonl and W&B
+with the step they belong to; an evaluation step must therefore be a logging step, which
+`pre_train` checks (`interval` a multiple of the trainer's log_interval).
+
+Task data is loaded at the first evaluation and kept, so later evaluations only re-embed.
+Other ranks do not evaluate; they wait for rank 0 at the next collective of the step.
+The layering stays one way: eval imports train's Callback, train never imports eval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from models.eval.evaluator import Evaluator, EvaluatorConfig, encoder_of
+from models.train.callbacks.callback import Callback, Metrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class EvaluatorCallbackConfig:
+    """Attributes:
+    evaluator: tasks and methods.
+    interval: evaluate after every `interval` steps (>= 1).
+    at_end: also evaluate after the last step.
+    """
+
+    evaluator: EvaluatorConfig = dataclasses.field(default_factory=EvaluatorConfig)
+    interval: int = 4000
+    at_end: bool = True
+
+    def __post_init__(self) -> None:
+        if self.interval < 1:
+            raise ValueError(f"EvaluatorCallbackConfig.interval must be >= 1, got {self.interval}")
+
+    def build(self) -> EvaluatorCallback:
+        return EvaluatorCallback(self)
+
+
+class EvaluatorCallback(Callback):
+    """See the module docstring."""
+
+    priority = 60
+
+    def __init__(self, config: EvaluatorCallbackConfig) -> None:
+        self.config = config
+        self.evaluator: Evaluator | None = None
+        self.history: list[tuple[int, dict[str, float]]] = []
+
+    def pre_train(self) -> None:
+        log_interval = int(getattr(self.trainer.config, "log_interval", 1))
+        if self.config.interval % log_interval:
+            raise ValueError(
+                f"EvaluatorCallbackConfig.interval ({self.config.interval}) must be a multiple "
+                f"of the trainer's log_interval ({log_interval}), or its scores would never "
+                "be written"
+            )
+
+    def _due(self, step: int) -> bool:
+        last = step >= self.trainer.max_steps
+        return step % self.config.interval == 0 or (self.config.at_end and last)
+
+    def post_step(self, step: int, metrics: Metrics) -> None:
+        if not self.trainer.is_main or not self._due(step):
+            return
+        if self.evaluator is None:
+            self.evaluator = self.config.evaluator.build()
+        model = getattr(self.trainer.train_module, "model", None)
+        if model is None:
+            raise TypeError("the train module has no `model` attribute to evaluate")
+        started = time.perf_counter()
+        scores = self.evaluator.evaluate(encoder_of(model))
+        logger.info(
+            "step %d evaluation (%.1f s): %s",
+            step,
+            time.perf_counter() - started,
+            ", ".join(f"{key}={value:.4f}" for key, value in scores.items()),
+        )
+        self.history.append((step, scores))
+        metrics.update(scores)

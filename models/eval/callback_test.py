@@ -1,0 +1,74 @@
+"""The in-loop evaluator callback: scores reach metrics.jsonl through the trainer."""
+
+import json
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.eval import callback as callback_lib
+from models.eval.evaluator import EvaluatorConfig
+from models.eval.knn import KnnConfig
+from models.eval.landcover import LandCoverTaskConfig
+from models.eval.linear_probe import LinearProbeConfig
+from models.train import pretrain, tiny_run
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_run.write_tiny_dataset(tmp_path_factory.mktemp("tiny"), num_samples=6)
+
+
+def _evaluator(data_dir: Path) -> EvaluatorConfig:
+    task = LandCoverTaskConfig(
+        h5_dir=str(data_dir), patch_size=2, token_budget=None, train_fraction=0.5
+    )
+    return EvaluatorConfig(
+        tasks=(task,),
+        knn=KnnConfig(k=3),
+        linear_probe=LinearProbeConfig(epochs=2, batch_size=2),
+        batch_size=2,
+    )
+
+
+def test_scores_of_due_steps_are_written_to_metrics_jsonl_by_the_trainer(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    config = tiny_run.tiny_config(tiny_data, tmp_path, "eval", steps=3, global_batch_size=2)
+    evaluation = callback_lib.EvaluatorCallbackConfig(evaluator=_evaluator(tiny_data), interval=2)
+    trainer = pretrain.train(config, callbacks=[evaluation.build()])
+    records = [json.loads(line) for line in trainer.run_dir.metrics_path.read_text().splitlines()]
+    evaluated = [r["step"] for r in records if "eval/landcover/knn_accuracy" in r]
+    assert evaluated == [2, 3]  # every 2 steps, and after the last one
+    last = records[-1]
+    for key in ("knn_macro_f1", "lp_accuracy", "seg_miou", "seg_accuracy"):
+        assert 0.0 <= last[f"eval/landcover/{key}"] <= 1.0
+    assert "loss" in last  # the same record as the training metrics of that step
+
+
+def test_other_ranks_and_steps_between_evaluations_add_nothing(tiny_data: Path) -> None:
+    torch.manual_seed(0)
+    model = tiny_run.tiny_config(tiny_data, Path("/unused"), "x", 1).model.build()
+    trainer = types.SimpleNamespace(
+        is_main=True,
+        max_steps=10,
+        config=types.SimpleNamespace(log_interval=1),
+        train_module=types.SimpleNamespace(model=model),
+    )
+    callback = callback_lib.EvaluatorCallbackConfig(evaluator=_evaluator(tiny_data), interval=5)
+    callback = callback.build()
+    callback.attach(trainer)
+    metrics: dict[str, float] = {"loss": 1.0}
+    callback.post_step(4, metrics)
+    assert metrics == {"loss": 1.0}
+    trainer.is_main = False
+    callback.post_step(5, metrics)
+    assert metrics == {"loss": 1.0}
+
+
+def test_an_interval_that_skips_logging_steps_is_refused() -> None:
+    callback = callback_lib.EvaluatorCallbackConfig(interval=3).build()
+    callback.attach(types.SimpleNamespace(config=types.SimpleNamespace(log_interval=2)))
+    with pytest.raises(ValueError, match="multiple of the trainer's log_interval"):
+        callback.pre_train()

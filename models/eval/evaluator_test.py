@@ -1,0 +1,118 @@
+"""The evaluator: checkpoint loading, the metric set, and recording scores in a run folder."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.eval import evaluator as evaluator_lib
+from models.eval.knn import KnnConfig
+from models.eval.landcover import LandCoverTaskConfig
+from models.eval.linear_probe import LinearProbeConfig
+from models.train import checkpoint as checkpoint_lib
+from models.train import tiny_run
+from models.train.run_dir import RunDirectory, RunLockedError
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_run.write_tiny_dataset(tmp_path_factory.mktemp("tiny"), num_samples=6)
+
+
+def _model_config(data_dir: Path):
+    return tiny_run.tiny_config(data_dir, Path("/unused"), "x", 1).model
+
+
+def _config(data_dir: Path, methods=evaluator_lib.METHODS) -> evaluator_lib.EvaluatorConfig:
+    task = LandCoverTaskConfig(h5_dir=str(data_dir), patch_size=2, token_budget=None)
+    return evaluator_lib.EvaluatorConfig(
+        tasks=(task,),
+        methods=methods,
+        knn=KnnConfig(k=3),
+        linear_probe=LinearProbeConfig(epochs=2, batch_size=2),
+        batch_size=3,
+    )
+
+
+def test_checkpoint_weights_replace_the_initialisation(tiny_data: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    trained = _model_config(tiny_data).build()
+    path = checkpoint_lib.save(tmp_path, 7, {"model": trained.state_dict()}, {})
+    torch.manual_seed(1)
+    fresh = _model_config(tiny_data).build()
+    assert evaluator_lib.load_model_weights(fresh, path) == 7
+    for (name, a), b in zip(trained.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_evaluating_a_checkpoint_records_every_score_in_the_run_folder(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    run_dir = RunDirectory(tmp_path / "runs" / "p" / "r").create()
+    torch.manual_seed(0)
+    model = _model_config(tiny_data).build()
+    checkpoint_lib.save(run_dir.checkpoints_dir, 5, {"model": model.state_dict()}, {})
+    result = evaluator_lib.evaluate_checkpoint(
+        _model_config(tiny_data),
+        evaluator_lib.latest_checkpoint(run_dir.path),
+        _config(tiny_data),
+        run_dir=run_dir.path,
+    )
+    expected = {
+        f"eval/landcover/{key}"
+        for key in (
+            "knn_accuracy",
+            "knn_macro_f1",
+            "lp_accuracy",
+            "lp_macro_f1",
+            "seg_miou",
+            "seg_accuracy",
+            "seg_macro_f1",
+            "patch_knn_accuracy",
+            "patch_knn_macro_f1",
+            "seconds",
+        )
+    }
+    assert set(result.metrics) == expected and result.step == 5
+    saved = json.loads((run_dir.path / "eval" / "downstream_step_5.json").read_text())
+    assert saved["metrics"] == result.metrics
+    line = json.loads(run_dir.metrics_path.read_text().splitlines()[-1])
+    assert line == {"step": 5, **result.metrics}
+
+
+def test_patch_knn_scores_every_patch_against_the_training_patches(tiny_data: Path) -> None:
+    """With k = 1 and the test tiles also in the training set, every patch finds itself."""
+    torch.manual_seed(0)
+    encoder = _model_config(tiny_data).build().encoder
+    config = dataclasses.replace(_config(tiny_data, methods=("patch_knn",)), knn=KnnConfig(k=1))
+    evaluator = config.build()
+    data = evaluator.task_data(evaluator.tasks[0])
+    data.test = data.train  # same tiles on both sides
+    scores = evaluator.evaluate_task(encoder, data)
+    assert scores["eval/landcover/patch_knn_accuracy"] == 1.0
+
+
+def test_methods_select_the_scores(tiny_data: Path) -> None:
+    torch.manual_seed(0)
+    encoder = _model_config(tiny_data).build().encoder
+    scores = _config(tiny_data, methods=("knn",)).build().evaluate(encoder)
+    assert sorted(scores) == [
+        "eval/landcover/knn_accuracy",
+        "eval/landcover/knn_macro_f1",
+        "eval/landcover/seconds",
+    ]
+
+
+def test_a_run_folder_held_by_training_is_not_written(tmp_path: Path) -> None:
+    run_dir = RunDirectory(tmp_path).create()
+    result = evaluator_lib.EvaluationResult(step=1, checkpoint=None, metrics={}, seconds=0.0)
+    with run_dir.lock():
+        with pytest.raises(RunLockedError):
+            evaluator_lib.record_results(tmp_path, result)
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="EvaluatorConfig.methods"):
+        evaluator_lib.EvaluatorConfig(methods=("finetune",))

@@ -1,0 +1,185 @@
+"""The committed example comparison: base and the three per-modality projection variants.
+
+    python -m tools.compare.example_runs --run-root /tmp/example_runs \\
+        --report docs/compare_example
+    ./tools/bazel run //tools/compare:example_runs -- --run-root /tmp/example_runs \\
+        --report docs/compare_example
+
+One command: trains four short CPU runs through the experiments framework (each variant's own
+`build_model_config`, so the model change is exactly the variant's) with the downstream
+evaluator in the loop at mid-run, scores each final checkpoint with the offline evaluator
+(`evaluate_checkpoint`, recorded in the run folder), then writes the comparison report with
+`//tools:compare`. Both evaluation paths feed the report.
+
+What is shrunk for 2 CPU cores (identical for the four runs, so the comparison stays fair):
+    model      every variant's encoder and decoder at the nano width and depth (128 wide,
+               4 + 4 blocks, 8 heads) instead of base_shallow_decoder's 768; the config
+               classes (the variants' changes) are kept
+    training   `--steps` steps (40), global batch 8, token budget 400, lr 1e-3 after 10
+               warmup steps; logged every step; W&B offline
+    evaluation at step `--steps // 2` (in-loop) and `--steps` (offline) on 128 held-out
+               synthetic tiles (64 train / 64 test): tile kNN, linear probe, per-patch probe
+               and per-patch kNN
+Runs already trained and evaluated under `--run-root` are reused, so a second call only
+re-writes the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXPERIMENTS = (
+    "base",
+    "base_encoder_per_mod_proj",
+    "base_decoder_per_mod_proj",
+    "base_both_per_mod_proj",
+)
+PROJECT = "example_per_modality_projection"
+SIZE = "nano"
+
+
+def at_size(model: Any, size_name: str) -> Any:
+    """`model` (a LatentMIMConfig, any encoder/decoder config classes) at another size."""
+    from models.latent_mim.sizes import get_size
+
+    size = get_size(size_name)
+    encoder = dataclasses.replace(
+        model.encoder,
+        width=size.encoder_width,
+        depth=size.encoder_depth,
+        num_heads=size.encoder_heads,
+        mlp_ratio=size.mlp_ratio,
+    )
+    decoder = dataclasses.replace(
+        model.decoder,
+        width=size.decoder_width,
+        depth=size.decoder_depth,
+        num_heads=size.decoder_heads,
+        mlp_ratio=size.mlp_ratio,
+        encoder_width=size.encoder_width,
+        output_width=size.encoder_width,
+    )
+    return dataclasses.replace(model, encoder=encoder, decoder=decoder)
+
+
+def example_config(experiment: str, args: argparse.Namespace) -> Any:
+    """The experiment's resolved config with the CPU-sized settings of the docstring."""
+    from experiments.framework import Builders, build_config
+    from models.train.callbacks.checkpointer import CheckpointerConfig
+    from models.train.callbacks.wandb_logger import WandbConfig
+    from models.train.run_dir import RunDirConfig
+    from models.train.trainer import Duration
+
+    module = importlib.import_module(f"experiments.{experiment}")
+    builders = Builders.from_module(module)
+    common = builders.common_components_builder(experiment, "train", experiment, "local")
+    config = build_config(builders, common)
+    batch = args.batch_size
+    train_module = config.train_module
+    return dataclasses.replace(
+        config,
+        model=at_size(config.model, SIZE),
+        data_loader=dataclasses.replace(
+            config.data_loader, global_batch_size=batch, token_budget=400, num_workers=1
+        ),
+        train_module=dataclasses.replace(
+            train_module,
+            global_batch_size=batch,
+            microbatch_size=batch,
+            optimizer=dataclasses.replace(train_module.optimizer, lr=1e-3),
+            scheduler=dataclasses.replace(train_module.scheduler, warmup_steps=10),
+        ),
+        trainer=dataclasses.replace(
+            config.trainer,
+            run=RunDirConfig(project=args.project, name=experiment, root=str(args.run_root)),
+            max_duration=Duration.steps(args.steps),
+            log_interval=1,
+            checkpointer=CheckpointerConfig(
+                interval=args.steps, keep_last=1, permanent_interval=None
+            ),
+            wandb=WandbConfig(enabled=True, mode="offline"),
+        ),
+    )
+
+
+def evaluation(args: argparse.Namespace) -> Any:
+    from models.eval.callback import EvaluatorCallbackConfig
+    from models.eval.evaluator import EvaluatorConfig
+    from models.eval.landcover import LandCoverTaskConfig
+
+    task = LandCoverTaskConfig(num_samples=args.eval_samples)
+    interval = max(1, args.steps // 2)
+    return EvaluatorCallbackConfig(EvaluatorConfig(tasks=(task,)), interval=interval, at_end=False)
+
+
+def _finished(run_dir: Path, steps: int) -> bool:
+    from models.train import checkpoint
+
+    latest = checkpoint.latest_complete(run_dir / "checkpoints")
+    return latest is not None and checkpoint.read_meta(latest)["step"] >= steps
+
+
+def _user_path(text: str) -> Path:
+    path = Path(text).expanduser()
+    base = Path(os.environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd())
+    return path if path.is_absolute() else base / path
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-root", required=True, help="where the four run folders go")
+    parser.add_argument("--report", required=True, help="where the report goes")
+    parser.add_argument("--project", default=PROJECT)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--eval-samples", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS))
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.run_root = _user_path(args.run_root)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    import torch
+
+    from experiments.framework import training
+    from models.eval.evaluator import evaluate_checkpoint, latest_checkpoint
+    from tools.compare import compare
+
+    torch.set_num_threads(args.threads)
+    callback_config = evaluation(args)
+    evaluator = callback_config.evaluator.build()  # one task load for the four runs
+    for experiment in args.experiments:
+        run_dir = args.run_root / args.project / experiment
+        if _finished(run_dir, args.steps):
+            logging.info("%s already trained %d steps: reusing it", experiment, args.steps)
+        else:
+            callback = callback_config.build()
+            callback.evaluator = evaluator
+            result = training.train(example_config(experiment, args), callbacks=[callback])
+            logging.info("%s: %d steps in %.0f s", experiment, result.steps, result.seconds)
+        if not (run_dir / "eval" / f"downstream_step_{args.steps}.json").is_file():
+            model = example_config(experiment, args).model
+            scored = evaluate_checkpoint(
+                model, latest_checkpoint(run_dir), run_dir=run_dir, evaluator=evaluator
+            )
+            logging.info("%s step %d: %s", experiment, scored.step, scored.metrics)
+    report = str(_user_path(args.report))
+    return compare.main(
+        ["--runs", str(args.run_root / args.project), "--baseline", "base", "--out", report]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
