@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.framework import config_io, hygiene, testing, training
+from experiments.framework import clusters, config_io, hygiene, testing, training
 from experiments.framework.cli import run
 from experiments.framework.experiment_config import Builders, ExperimentConfig
 
@@ -101,11 +101,17 @@ def test_training_writes_a_run_folder_whose_config_rebuilds_the_run(
     assert saved == tiny
 
 
-def test_differs_from_base_only_in_declared_sections(name: str) -> None:
+@pytest.mark.parametrize("cluster", ["local", "gpu_cluster"])
+def test_differs_from_base_only_in_declared_sections(
+    name: str, cluster: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On `local` and on a GPU cluster: builders may depend on the cluster (nano's CPU step)."""
     if name == "base":
         pytest.skip("base is the reference")
-    base = _module("base")
-    hygiene.assert_hygienic(_module(name), base)
+    roots = {"gpu_cluster": {"run_root": str(tmp_path / "runs"), "data_dir": str(tmp_path)}}
+    monkeypatch.setattr(clusters, "_launcher_lookup", lambda: roots.get)
+    monkeypatch.delenv("TERRA_RUN_ROOT", raising=False)
+    hygiene.assert_hygienic(_module(name), _module("base"), clusters=(cluster,))
 
 
 def test_variant_file_is_a_small_derivation(name: str) -> None:

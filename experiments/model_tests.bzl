@@ -83,6 +83,17 @@ MODEL_PACKAGE_TESTS = {
         "//models/train/callbacks:loss_plot_test",
         "//models/train/callbacks:lint",
     ],
+    "//models/eval": [
+        "//models/eval:metrics_test",
+        "//models/eval:knn_test",
+        "//models/eval:linear_probe_test",
+        "//models/eval:embeddings_test",
+        "//models/eval:landcover_test",
+        "//models/eval:geobench_test",
+        "//models/eval:evaluator_test",
+        "//models/eval:callback_test",
+        "//models/eval:lint",
+    ],
 }
 
 # What every experiment builds on: the shared recipe uses all of them.
@@ -97,4 +108,5 @@ CORE_MODEL_PACKAGES = [
     "//models/data",
     "//models/train",
     "//models/train/callbacks",
+    "//models/eval",
 ]

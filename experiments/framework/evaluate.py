@@ -9,7 +9,10 @@ Reported (and written to `<run>/eval/step_<N>.json`):
     knn_accuracy                                   leave-one-out 5-NN (cosine) on each
         instance's majority WorldCover class, when the dataset's metadata has it (the
         synthetic dataset does): a quick probe of whether embeddings know the land cover.
-The full downstream suite (GEO-Bench kNN / linear probes) is not part of this command.
+Then the downstream evaluation of models/eval (`downstream`): kNN, linear probe and
+segmentation probe of the frozen encoder on held-out synthetic land-cover tiles (default
+EvaluatorConfig; about 2 minutes for nano on 2 cores, the tiles generated once), recorded
+by models/eval in `<run>/eval/downstream_step_<N>.json` and in metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -117,6 +120,23 @@ def evaluate(config: ExperimentConfig, checkpoint: Path | None) -> dict[str, Any
     return {"step": step, "checkpoint": str(checkpoint) if checkpoint else None, **metrics}
 
 
+def downstream(
+    config: ExperimentConfig, checkpoint: Path | None, evaluator: Any = None
+) -> dict[str, float]:
+    """models/eval's downstream scores of the checkpoint, recorded in the run folder.
+
+    Args:
+        evaluator: a models.eval EvaluatorConfig (default: its default tasks and methods).
+    """
+    from models.eval.evaluator import evaluate_checkpoint
+
+    torch.manual_seed(config.seed)  # the untrained model (no checkpoint) is reproducible
+    result = evaluate_checkpoint(
+        config.model, checkpoint, evaluator, run_dir=inspection.run_dir(config)
+    )
+    return result.metrics
+
+
 def evaluate_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
     config = invocation.config
     try:
@@ -139,4 +159,12 @@ def evaluate_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> 
         if isinstance(value, float):
             print(f"  {key:<36} {value:.4f}", file=stdout)
     print(f"written to {out_path}", file=stdout)
+    print("downstream (models/eval: kNN and probes on held-out land-cover tiles):", file=stdout)
+    for key, value in downstream(config, checkpoint).items():
+        print(f"  {key:<36} {value:.4f}", file=stdout)
+    step = result["step"]
+    print(
+        f"recorded in {inspection.run_dir(config) / 'eval'}/downstream_step_{step}.json",
+        file=stdout,
+    )
     return 0

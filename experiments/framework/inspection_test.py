@@ -65,3 +65,18 @@ def test_a_named_checkpoint_that_does_not_exist_is_an_error(trained, tmp_path: P
     config, _ = trained
     with pytest.raises(inspection.NoCheckpointError):
         inspection.find_checkpoint(config, str(tmp_path / "nope"))
+
+
+def test_downstream_scores_are_recorded_in_the_run_folder(trained) -> None:
+    from models.eval.evaluator import EvaluatorConfig
+    from models.eval.landcover import LandCoverTaskConfig
+
+    config, result = trained
+    task = LandCoverTaskConfig(
+        h5_dir=config.dataset.h5_dir, patch_size=8, token_budget=None, segmentation=False
+    )
+    metrics = evaluate.downstream(
+        config, result.checkpoints[-1], EvaluatorConfig(tasks=(task,), methods=("knn",))
+    )
+    assert 0.0 <= metrics["eval/landcover/knn_accuracy"] <= 1.0
+    assert (inspection.run_dir(config) / "eval" / "downstream_step_1.json").is_file()

@@ -269,5 +269,6 @@ def train_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int
         result = train(config, callbacks=[record])
     except (ValueError, RuntimeError) as error:
         raise CommandError(f"training failed: {error}") from error
-    print(summary(result, config), file=stdout)
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary per job, not one per rank
+        print(summary(result, config), file=stdout)
     return 0

@@ -24,12 +24,13 @@ A modality absent from a sample is simply not in the file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -258,10 +259,56 @@ def write_sample(
                 )
 
 
-def read_sample(
+class StoredArray:
+    """A modality array still in its open file: shape and dtype at once, values when sliced.
+
+    Reading only the crop window of an instance is much cheaper than reading the whole array:
+    on the official 128 px zstd files a whole read cost ~2x the decompression alone (~20 ms vs
+    ~11 ms per sample for S2, Landsat, S1 and OSM). Static maps stored `[H, W, C]` look like
+    `[H, W, 1, C]`, as `read_sample` returns them. Valid while the file is open (`open_sample`).
+    """
+
+    def __init__(self, dataset: h5py.Dataset, path: Any, field: str, add_time_axis: bool):
+        self._dataset = dataset
+        self._path = path
+        self._field = field
+        self._add_time_axis = add_time_axis
+        shape = tuple(dataset.shape)
+        self.shape = shape[:2] + (1,) + shape[2:] if add_time_axis else shape
+        self.dtype = dataset.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """Reads the selection (a tuple of slices over `shape`) from the file."""
+        key = key if isinstance(key, tuple) else (key,)
+        if self._add_time_axis and len(key) > 2:
+            key = key[:2] + key[3:]  # the stored array has no time axis
+        try:
+            values = np.asarray(self._dataset[key])
+        except (OSError, KeyError, ValueError) as error:
+            raise SampleError(self._path, self._field, f"cannot be read ({error})") from error
+        if self._add_time_axis and values.ndim == 3:
+            values = values[:, :, None, :]
+        return values
+
+    def read(self) -> np.ndarray:
+        """The whole array."""
+        return self[()]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        values = self.read()
+        return values if dtype is None else values.astype(dtype, copy=False)
+
+
+@contextlib.contextmanager
+def open_sample(
     path: str | os.PathLike[str], modality_names: Iterable[str] | None = None
-) -> SampleRecord:
-    """Reads one sample file; `modality_names` limits which modalities are loaded.
+) -> Iterator[SampleRecord]:
+    """Opens one sample file; inside the `with`, the record's modality arrays are
+    `StoredArray`s (read on slicing), the rest (timestamps, lat/lon, timestep masks) is read.
 
     Raises:
         SampleError: the file is missing or not readable HDF5 (field "file"), or a field is
@@ -270,39 +317,63 @@ def read_sample(
     _register_optional_filters()
     wanted = None if modality_names is None else set(modality_names)
     try:
-        with h5py.File(path, "r") as h5:
-            if TIMESTAMPS not in h5:
-                raise SampleError(path, TIMESTAMPS, "missing from the file")
-            arrays: dict[str, np.ndarray] = {}
-            for name in h5:
-                if name in (TIMESTAMPS, LATLON, MISSING_TIMESTEPS_GROUP):
-                    continue
-                if wanted is not None and name not in wanted:
-                    continue
-                if name not in modalities.MODALITIES:
-                    continue  # modalities we have no registry entry for (era5, naip, ...)
-                arrays[name] = _read_array(h5, name, path)
-            present: dict[str, np.ndarray] = {}
-            if MISSING_TIMESTEPS_GROUP in h5:
-                group = h5[MISSING_TIMESTEPS_GROUP]
-                for name in group:
-                    if name in arrays:
-                        field = f"{MISSING_TIMESTEPS_GROUP}/{name}"
-                        present[name] = _read_array(group, name, path, field).astype(bool)
-            timestamps = _read_array(h5, TIMESTAMPS, path)
-            latlon = (
-                _read_array(h5, LATLON, path)
-                if LATLON in h5
-                else np.full((2,), modalities.MISSING_VALUE, np.float32)
-            )
-    except SampleError:
-        raise
+        h5 = h5py.File(path, "r")
     except (OSError, KeyError, ValueError) as error:
         raise SampleError(path, "file", f"not a readable HDF5 sample ({error})") from error
-    for name, array in arrays.items():
-        if array.ndim == 3 and not modalities.get(name).is_multitemporal:
-            arrays[name] = array[:, :, None, :]  # [H, W, C] -> [H, W, 1, C]
-    return SampleRecord(arrays, timestamps, latlon, present)
+    with h5:
+        try:
+            record = _read_header(h5, path, wanted)
+        except SampleError:
+            raise
+        except (OSError, KeyError, ValueError) as error:
+            raise SampleError(path, "file", f"not a readable HDF5 sample ({error})") from error
+        yield record
+
+
+def _read_header(h5: h5py.File, path: Any, wanted: set[str] | None) -> SampleRecord:
+    if TIMESTAMPS not in h5:
+        raise SampleError(path, TIMESTAMPS, "missing from the file")
+    arrays: dict[str, StoredArray] = {}
+    for name in h5:
+        if name in (TIMESTAMPS, LATLON, MISSING_TIMESTEPS_GROUP):
+            continue
+        if wanted is not None and name not in wanted:
+            continue
+        if name not in modalities.MODALITIES:
+            continue  # modalities we have no registry entry for (era5, naip, ...)
+        dataset = h5[name]
+        if not isinstance(dataset, h5py.Dataset):
+            raise SampleError(path, name, "is not an array")
+        static_3d = dataset.ndim == 3 and not modalities.get(name).is_multitemporal
+        arrays[name] = StoredArray(dataset, path, name, add_time_axis=static_3d)
+    present: dict[str, np.ndarray] = {}
+    if MISSING_TIMESTEPS_GROUP in h5:
+        group = h5[MISSING_TIMESTEPS_GROUP]
+        for name in group:
+            if name in arrays:
+                field = f"{MISSING_TIMESTEPS_GROUP}/{name}"
+                present[name] = _read_array(group, name, path, field).astype(bool)
+    timestamps = _read_array(h5, TIMESTAMPS, path)
+    latlon = (
+        _read_array(h5, LATLON, path)
+        if LATLON in h5
+        else np.full((2,), modalities.MISSING_VALUE, np.float32)
+    )
+    return SampleRecord(arrays, timestamps, latlon, present)  # type: ignore[arg-type]
+
+
+def read_sample(
+    path: str | os.PathLike[str], modality_names: Iterable[str] | None = None
+) -> SampleRecord:
+    """Reads one sample file whole; `modality_names` limits which modalities are loaded.
+
+    Raises:
+        SampleError: the file is missing or not readable HDF5 (field "file"), or a field is
+            malformed. Content checks (band counts, NaN) belong to the dataset.
+    """
+    with open_sample(path, modality_names) as record:
+        record.modalities = {name: array.read() for name, array in record.modalities.items()}
+    return record
 
 
 def _read_array(group: h5py.Group, name: str, path: Any, field: str | None = None) -> np.ndarray:

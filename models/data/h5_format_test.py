@@ -163,3 +163,29 @@ def test_zstd_without_hdf5plugin_explains_how_to_get_it(monkeypatch):
 def test_invalid_compression_is_rejected_naming_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CompressionConfig(**kwargs)
+
+
+@pytest.mark.parametrize("compression", [CompressionConfig(), CompressionConfig("gzip", 4, True)])
+def test_open_sample_reads_windows_equal_to_slices_of_the_whole_array(tmp_path, compression):
+    record = _record(present={"sentinel2_l2a": [True, False, True, True]})
+    path = tmp_path / "sample_0.h5"
+    h5_format.write_sample(path, record, compression)
+    with h5_format.open_sample(path) as stored:
+        s2 = stored.modalities["sentinel2_l2a"]
+        assert isinstance(s2, h5_format.StoredArray) and s2.shape == (8, 8, 3, 12)
+        window = (slice(2, 6), slice(1, 5), slice(1, 3))
+        np.testing.assert_array_equal(s2[window], record.modalities["sentinel2_l2a"][window])
+        np.testing.assert_array_equal(stored.timestamps, record.timestamps)
+
+
+def test_stored_static_map_without_a_time_axis_is_sliced_as_if_it_had_one(tmp_path):
+    path = tmp_path / "sample_0.h5"
+    srtm = np.arange(16, dtype=np.int16).reshape(4, 4, 1)
+    with h5py.File(path, "w") as h5:
+        h5["timestamps"] = np.zeros((2, 3), np.int32)
+        h5["srtm"] = srtm
+    with h5_format.open_sample(path) as stored:
+        array = stored.modalities["srtm"]
+        assert array.shape == (4, 4, 1, 1) and array.ndim == 4
+        np.testing.assert_array_equal(array[1:3, 0:2], srtm[1:3, 0:2, None, :])
+        np.testing.assert_array_equal(np.asarray(array), srtm[:, :, None, :])

@@ -11,10 +11,13 @@ Labels come from the generator, never from the encoder's input:
                   the generator's rule), read from the worldcover map in the H5 file
 The encoder sees S2, S1 and Landsat only (models/eval/embeddings.py refuses maps).
 
-Each tile is used whole (patches_per_side = tile size / P), with the timesteps that fit
-`token_budget`: at P = 8 on 64 px tiles, 64 patches x 6 band sets = 384 tokens per step, so
-the default budget of 768 keeps 2 monthly steps (a nano encoder embeds 256 such tiles in about
-a minute on 2 CPU cores). The first `train_fraction` of the tiles train kNN and the probes;
+Each tile is used whole (patches_per_side = tile size / P). In time, every tile keeps the same
+positions of its year, `timesteps` (default 0, 3, 6, 9: one month per season). Tiles start
+their year in different months and the season changes the spectra (a crop field in winter
+looks like bare soil), so a random window of months would make tiles look alike for their
+dates rather than their land cover; four months spread over the year show every tile in all
+four seasons. At P = 8 on 64 px tiles that is 64 patches x 6 band sets x 4 = 1536 tokens per
+tile. (`token_budget` instead keeps the dataset's budgeted random window, as in training.) The first `train_fraction` of the tiles train kNN and the probes;
 the rest are scored: 128 and 128 by default, so one test tile moves accuracy by 0.8%. Tiles
 are drawn independently, so this split is as good as a random one and needs no seed.
 """
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 
 from models.data import h5_format, synthetic
-from models.data.dataset import DatasetConfig, GetItemArgs
+from models.data.dataset import DatasetConfig, DatasetItem, GetItemArgs
 from models.eval.embeddings import DEFAULT_INPUT_MODALITIES, check_input_modalities
 from models.eval.tasks import TaskData, TaskSplit
 from models.modalities import modalities
@@ -96,7 +99,10 @@ class LandCoverTaskConfig:
         max_samples: use at most this many tiles of the directory; None: all.
         train_fraction: share of the tiles used for training, in (0, 1).
         patch_size: P; must divide the tile size.
-        token_budget: tokens per tile (sets the timesteps kept); None keeps all 12.
+        timesteps: positions in each tile's (up to 12-step) series to keep, the same for every
+            tile; None: use token_budget.
+        token_budget: with timesteps None, the dataset's budgeted random time window (as in
+            training); None with timesteps None keeps all 12 steps.
         segmentation: also score the per-patch linear probe.
         input_modalities: what the encoder sees (observations only).
     """
@@ -108,7 +114,8 @@ class LandCoverTaskConfig:
     max_samples: int | None = None
     train_fraction: float = 0.5
     patch_size: int = 8
-    token_budget: int | None = 768
+    timesteps: tuple[int, ...] | None = (0, 3, 6, 9)
+    token_budget: int | None = None
     segmentation: bool = True
     input_modalities: tuple[str, ...] = DEFAULT_INPUT_MODALITIES
 
@@ -125,6 +132,21 @@ class LandCoverTaskConfig:
         if self.patch_size < 1:
             raise ValueError(f"{owner}.patch_size must be >= 1, got {self.patch_size}")
         self.input_modalities = check_input_modalities(self.input_modalities)
+        if self.timesteps is not None:
+            self.timesteps = tuple(int(t) for t in self.timesteps)
+            steps = self.timesteps
+            if not steps or list(steps) != sorted(set(steps)) or not (
+                0 <= steps[0] and steps[-1] < modalities.MAX_TIMESTEPS
+            ):
+                raise ValueError(
+                    f"{owner}.timesteps must be increasing positions in [0, "
+                    f"{modalities.MAX_TIMESTEPS}), got {self.timesteps}"
+                )
+            if self.token_budget is not None:
+                raise ValueError(
+                    f"{owner}: set timesteps or token_budget, not both (timesteps="
+                    f"{self.timesteps}, token_budget={self.token_budget})"
+                )
 
     def build(self) -> LandCoverTask:
         return LandCoverTask(self)
@@ -165,9 +187,10 @@ class LandCoverTask:
         num_classes = len(modalities.WORLDCOVER_CLASSES)
         for index in range(count):
             # crop_seed fixes the time window per tile; the whole tile is the spatial window.
-            item = dataset[
-                GetItemArgs(index, config.patch_size, per_side, config.token_budget, index)
-            ]
+            budget = None if config.timesteps is not None else config.token_budget
+            item = dataset[GetItemArgs(index, config.patch_size, per_side, budget, index)]
+            if config.timesteps is not None:
+                item = _select_timesteps(item, config.timesteps)
             sample_id = int(dataset.sample_indices[index])
             record = h5_format.read_sample(dataset.sample_path_of(sample_id), ("worldcover",))
             if "worldcover" not in record.modalities:
@@ -211,6 +234,19 @@ class LandCoverTask:
             class_names=WORLDCOVER_NAMES,
             patch_size=config.patch_size,
         )
+
+
+def _select_timesteps(item: DatasetItem, steps: tuple[int, ...]) -> DatasetItem:
+    """The item at time positions `steps` of its series (multitemporal data and timestamps)."""
+    length = item.timestamps.shape[0]
+    if steps[-1] >= length:
+        raise ValueError(f"{item.source} has {length} timesteps; timesteps asks for {steps}")
+    index = list(steps)
+    data = {
+        name: values[:, :, index] if modalities.get(name).is_spacetime else values
+        for name, values in item.data.items()
+    }
+    return dataclasses.replace(item, data=data, timestamps=item.timestamps[index])
 
 
 def _majority_column(h5_dir: Path) -> dict[int, int]:

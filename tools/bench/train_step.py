@@ -21,9 +21,15 @@ seconds per step (wall, and CPU time of the process: on a shared machine the CPU
 comparison that holds up), samples/s, tokens/s (each instance's tokens counted once, as the
 budget counts them), GFLOP per step and GFLOP/s (tools/bench/measure.py), their fraction of
 the peak of a 2048^3 matmul in the same dtype timed in the same rounds as the steps (per wall
-second and per CPU second), and peak memory (parameters,
-buffers, optimizer state and batch held before the step, plus the most torch allocated during
-one steady-state step); then ours / reference ratios (speed: > 1 means ours is faster).
+second and per CPU second), and peak memory (parameters, buffers, optimizer state and batch
+held before the step, plus the most torch allocated during one steady-state step); then
+ours / reference ratios (speed: > 1 means ours is faster).
+
+Defaults keep a run to a few minutes on two idle cores: B = 1 and 4 x 4 patches (T = 12, 1248
+tokens per instance). With B = 1 no sample is padded; --batch-size 4 (or more) shows what
+skipping padding saves (samples of one batch keep different numbers of visible tokens). On a
+machine shared with other jobs use --threads 1: two OpenMP threads that are descheduled in
+turn spin-wait for each other (measured here: 3x the CPU time of one thread per step).
 
 The --device cuda path synchronizes around every timed step and reads CUDA allocator peaks;
 it has not been measured here (no GPU on the development machine).
