@@ -27,6 +27,25 @@ def program(name: str) -> str:
     return found
 
 
+def check_proc_is_ours() -> None:
+    """Refuse to judge pids through a /proc that belongs to another pid namespace.
+
+    Bazel's linux-sandbox runs a test in a fresh pid namespace but leaves the host's /proc
+    mounted, so /proc/<pid> there describes an unrelated host process. Pid-file checks would
+    then silently answer for the wrong process.
+    """
+    try:
+        proc_self = Path("/proc/self").resolve().name
+    except OSError:
+        proc_self = ""
+    if proc_self != str(os.getpid()):
+        raise RuntimeError(
+            f"/proc belongs to another pid namespace (/proc/self is {proc_self!r}, our pid is "
+            f"{os.getpid()}): run this outside a pid-namespace sandbox (Bazel tests that manage "
+            'daemons need tags = ["local"])'
+        )
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -48,6 +67,7 @@ def running_pid(pid_file: Path, program: str) -> int | None:
         pid = int(Path(pid_file).read_text().strip())
     except (OSError, ValueError):
         return None
+    check_proc_is_ours()
     argv = cmdline(pid)
     if not argv or is_zombie(pid):
         return None
@@ -92,9 +112,12 @@ def start_daemon(
                 f"{os.path.basename(argv[0])} exited with {process.returncode} while starting; "
                 f"last lines of {log_file}:\n{tail(log_file)}"
             )
-        if ready():
+        # The kernel wakes Popen (its close-on-exec pipe, or vfork) before the new program's
+        # arguments are published in /proc/<pid>/cmdline; until they are, running_pid() cannot
+        # recognise the daemon, so it is not started yet as far as callers can tell.
+        if cmdline(process.pid) and ready():
             return process.pid
-        time.sleep(0.2)
+        time.sleep(0.05)
     stop_daemon(pid_file, os.path.basename(argv[0]))
     raise RuntimeError(
         f"{os.path.basename(argv[0])} did not become ready in {timeout_s:.0f} s; "
