@@ -22,7 +22,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _evaluator(data_dir: Path) -> EvaluatorConfig:
     task = LandCoverTaskConfig(
-        h5_dir=str(data_dir), patch_size=2, token_budget=None, train_fraction=0.5
+        h5_dir=str(data_dir), patch_size=2, timesteps=(0, 1, 2), train_fraction=0.5
     )
     return EvaluatorConfig(
         tasks=(task,),

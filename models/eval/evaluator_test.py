@@ -26,7 +26,7 @@ def _model_config(data_dir: Path):
 
 
 def _config(data_dir: Path, methods=evaluator_lib.METHODS) -> evaluator_lib.EvaluatorConfig:
-    task = LandCoverTaskConfig(h5_dir=str(data_dir), patch_size=2, token_budget=None)
+    task = LandCoverTaskConfig(h5_dir=str(data_dir), patch_size=2, timesteps=(0, 1, 2))
     return evaluator_lib.EvaluatorConfig(
         tasks=(task,),
         methods=methods,

@@ -44,7 +44,7 @@ import torch
 
 from models.data.dataset import DatasetItem
 from models.data.normalize import NormalizerConfig
-from models.eval.tasks import TaskData, TaskSplit
+from models.eval.tasks import LazyItems, TaskData, TaskSplit
 from models.modalities import modalities
 
 logger = logging.getLogger(__name__)
@@ -322,14 +322,19 @@ class GeoBenchClassificationTask:
         )
         return item, label
 
-    def _split(self, names: list[str]) -> tuple[list[DatasetItem], list[int]]:
+    def _split(self, names: list[str]) -> tuple[LazyItems, list[int]]:
+        """The split's items (read when embedded) and labels (read now, from each file)."""
         limit = self.config.max_samples_per_split
-        items, labels = [], []
-        for index, name in enumerate(names[:limit] if limit else names):
-            item, label = self.read_sample(name, index)
-            items.append(item)
-            labels.append(label)
-        return items, labels
+        names = names[:limit] if limit else names
+        labels = []
+        for name in names:
+            with h5py.File(self.root / f"{name}.hdf5", "r") as h5:
+                labels.append(read_label(h5))
+        if names:
+            self.read_sample(names[0], 0)  # fails now, not at the first evaluation
+        return LazyItems(
+            lambda index: self.read_sample(names[index], index)[0], range(len(names))
+        ), labels
 
     def load(self) -> TaskData:
         partition = self.partition()

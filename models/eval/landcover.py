@@ -17,9 +17,11 @@ their year in different months and the season changes the spectra (a crop field 
 looks like bare soil), so a random window of months would make tiles look alike for their
 dates rather than their land cover; four months spread over the year show every tile in all
 four seasons. At P = 8 on 64 px tiles that is 64 patches x 6 band sets x 4 = 1536 tokens per
-tile. (`token_budget` instead keeps the dataset's budgeted random window, as in training.) The first `train_fraction` of the tiles train kNN and the probes;
-the rest are scored: 128 and 128 by default, so one test tile moves accuracy by 0.8%. Tiles
-are drawn independently, so this split is as good as a random one and needs no seed.
+tile. (`token_budget` instead keeps the dataset's budgeted random window, as in training.)
+
+The first `train_fraction` of the tiles train kNN and the probes; the rest are scored: 128 and
+128 by default, so one test tile moves accuracy by 0.8%. Tiles are drawn independently, so
+this split is as good as a random one and needs no seed.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import torch
 from models.data import h5_format, synthetic
 from models.data.dataset import DatasetConfig, DatasetItem, GetItemArgs
 from models.eval.embeddings import DEFAULT_INPUT_MODALITIES, check_input_modalities
-from models.eval.tasks import TaskData, TaskSplit
+from models.eval.tasks import LazyItems, TaskData, TaskSplit
 from models.modalities import modalities
 
 logger = logging.getLogger(__name__)
@@ -135,8 +137,10 @@ class LandCoverTaskConfig:
         if self.timesteps is not None:
             self.timesteps = tuple(int(t) for t in self.timesteps)
             steps = self.timesteps
-            if not steps or list(steps) != sorted(set(steps)) or not (
-                0 <= steps[0] and steps[-1] < modalities.MAX_TIMESTEPS
+            if (
+                not steps
+                or list(steps) != sorted(set(steps))
+                or not (0 <= steps[0] and steps[-1] < modalities.MAX_TIMESTEPS)
             ):
                 raise ValueError(
                     f"{owner}.timesteps must be increasing positions in [0, "
@@ -183,25 +187,30 @@ class LandCoverTask:
         count = (
             len(dataset) if config.max_samples is None else min(len(dataset), config.max_samples)
         )
-        items, labels, patch_labels = [], [], []
+        labels, patch_labels = [], []
         num_classes = len(modalities.WORLDCOVER_CLASSES)
-        for index in range(count):
+        budget = None if config.timesteps is not None else config.token_budget
+
+        def read(index: int) -> DatasetItem:
             # crop_seed fixes the time window per tile; the whole tile is the spatial window.
-            budget = None if config.timesteps is not None else config.token_budget
             item = dataset[GetItemArgs(index, config.patch_size, per_side, budget, index)]
             if config.timesteps is not None:
                 item = _select_timesteps(item, config.timesteps)
+            return item
+
+        first = read(0)  # fails now, not at the first evaluation, if the data cannot be read
+        for index in range(count):
             sample_id = int(dataset.sample_indices[index])
-            record = h5_format.read_sample(dataset.sample_path_of(sample_id), ("worldcover",))
+            path = dataset.sample_path_of(sample_id)
+            record = h5_format.read_sample(path, ("worldcover",))
             if "worldcover" not in record.modalities:
-                raise ValueError(f"{item.source} has no worldcover map: no labels for it")
+                raise ValueError(f"{path} has no worldcover map: no labels for it")
             class_map = worldcover_indices(record.modalities["worldcover"][:, :, 0, 0])
             code = majority.get(sample_id)
             if code is None:
                 tile_class = int(np.bincount(class_map.ravel(), minlength=num_classes).argmax())
             else:
                 tile_class = int(worldcover_indices(np.asarray([code]))[0])
-            items.append(item)
             labels.append(tile_class)
             patch_labels.append(patch_majority(class_map, config.patch_size, num_classes))
         num_train = max(1, min(count - 1, round(count * config.train_fraction)))
@@ -216,17 +225,17 @@ class LandCoverTask:
             count - num_train,
             size,
             config.patch_size,
-            items[0].timestamps.shape[0],
+            first.timestamps.shape[0],
         )
         return TaskData(
             name=config.name,
             train=TaskSplit(
-                items[:num_train],
+                LazyItems(read, range(num_train)),
                 label_tensor[:num_train],
                 patch_tensor[:num_train] if config.segmentation else None,
             ),
             test=TaskSplit(
-                items[num_train:],
+                LazyItems(read, range(num_train, count)),
                 label_tensor[num_train:],
                 patch_tensor[num_train:] if config.segmentation else None,
             ),

@@ -20,7 +20,7 @@ def test_tile_labels_are_the_generators_majority_class_and_inputs_exclude_maps(
     tiny_dataset: Path,
 ) -> None:
     task = landcover.LandCoverTaskConfig(
-        h5_dir=str(tiny_dataset), patch_size=8, token_budget=None, train_fraction=0.5
+        h5_dir=str(tiny_dataset), patch_size=8, train_fraction=0.5
     ).build()
     data = task.load()
     assert len(data.train) == 2 and len(data.test) == 2
@@ -28,7 +28,7 @@ def test_tile_labels_are_the_generators_majority_class_and_inputs_exclude_maps(
     codes = [int(row[synthetic.MAJORITY_CLASS_COLUMN]) for row in rows]
     expected = [modalities.WORLDCOVER_CLASSES.index(code) for code in codes]
     assert [*data.train.labels.tolist(), *data.test.labels.tolist()] == expected
-    for item in data.train.items + data.test.items:
+    for item in [*data.train.items, *data.test.items]:
         assert set(item.data) <= {"sentinel2_l2a", "sentinel1", "landsat"}
         assert item.data["sentinel2_l2a"].shape[:2] == (16, 16)  # the whole tile
 
@@ -64,3 +64,22 @@ def test_unknown_worldcover_codes_are_refused() -> None:
 def test_the_label_map_cannot_be_an_input() -> None:
     with pytest.raises(ValueError, match="decode-only"):
         landcover.LandCoverTaskConfig(input_modalities=("sentinel2_l2a", "worldcover"))
+
+
+def test_every_tile_keeps_the_same_positions_of_its_year(tiny_dataset: Path) -> None:
+    whole = landcover.LandCoverTaskConfig(
+        h5_dir=str(tiny_dataset), patch_size=8, timesteps=None, token_budget=None
+    )
+    picked = landcover.LandCoverTaskConfig(h5_dir=str(tiny_dataset), patch_size=8, timesteps=(0, 1))
+    all_steps, some_steps = whole.build().load(), picked.build().load()
+    for full, part in zip(all_steps.train.items, some_steps.train.items, strict=True):
+        assert part.timestamps.tolist() == full.timestamps[[0, 1]].tolist()
+        for name in ("sentinel2_l2a", "sentinel1", "landsat"):
+            assert np.array_equal(part.data[name], full.data[name][:, :, [0, 1]])
+
+
+def test_timesteps_and_a_token_budget_are_exclusive() -> None:
+    with pytest.raises(ValueError, match="timesteps or token_budget, not both"):
+        landcover.LandCoverTaskConfig(timesteps=(0, 6), token_budget=768)
+    with pytest.raises(ValueError, match="increasing positions"):
+        landcover.LandCoverTaskConfig(timesteps=(6, 0))

@@ -61,6 +61,7 @@ def pretrain_config(args: argparse.Namespace, data_dir: Path) -> pretrain.Pretra
             global_batch_size=args.batch_size,
             num_workers=args.workers,
             seed=3622,
+            min_patch_size=args.min_patch_size,
             token_budget=args.token_budget,
         ),
         masking=ModalityCrossRandomMaskingConfig(
@@ -115,6 +116,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--token-budget", type=int, default=400)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--min-patch-size", type=int, default=1, help="smallest patch size drawn (recipe: 1)"
+    )
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--log-every", type=int, default=10)

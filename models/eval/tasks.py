@@ -1,19 +1,46 @@
 """What an evaluation task hands the evaluator: labelled items, split into train and test.
 
-A task config's `build()` gives an `EvalTask`; `EvalTask.load()` reads its data once and
+A task config's `build()` gives an `EvalTask`; `EvalTask.load()` reads its labels once and
 returns `TaskData`. The evaluator embeds the items with the frozen encoder, then scores kNN
 and a linear probe on the sample labels and, when the task has them, a per-patch linear probe
 on the patch labels.
+
+Items are read when they are embedded (`LazyItems`), not kept: 256 synthetic tiles of 4
+timesteps hold ~400 MB of float32 inputs, and a GEO-Bench split can hold gigabytes, while
+re-reading them costs a few seconds per evaluation against minutes of encoding.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol, overload
 
 from torch import Tensor
 
 from models.data.dataset import DatasetItem
+
+
+class LazyItems(Sequence[DatasetItem]):
+    """A sequence of items read on access: `read(key)` for each of `keys`."""
+
+    def __init__(self, read: Callable[[int], DatasetItem], keys: Sequence[int]) -> None:
+        self.read = read
+        self.keys = list(keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, index: int) -> DatasetItem: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[DatasetItem]: ...
+
+    def __getitem__(self, index: int | slice) -> DatasetItem | list[DatasetItem]:
+        if isinstance(index, slice):
+            return [self.read(key) for key in self.keys[index]]
+        return self.read(self.keys[index])
 
 
 @dataclasses.dataclass
@@ -27,7 +54,7 @@ class TaskSplit:
             when the task has no dense labels.
     """
 
-    items: list[DatasetItem]
+    items: Sequence[DatasetItem]
     labels: Tensor
     patch_labels: Tensor | None = None
 

@@ -1,12 +1,15 @@
 """The numbers of a comparison: final losses, convergence, downstream deltas, efficiency.
 
 Definitions (every function is against one baseline run):
-    smoothed loss     trailing mean over the last `window` logged values (window 5), so one
-                      noisy batch does not decide a comparison
+    smoothed loss     trailing mean over the last `window` logged values (default: 10% of a
+                      run's logged values, at least 5), so one noisy batch does not decide a
+                      comparison (the recipe draws a new patch size and window every step, and
+                      the loss of one step ranges over 1.2..4.8 at the nano size)
     final loss        the last smoothed value
-    convergence       steps a run needs until its smoothed loss first reaches the baseline's
-                      final loss (None: never within the run), and that count relative to
-                      the baseline's own steps (< 1: faster)
+    convergence       the first logged step from which a run's smoothed loss stays at or
+                      below the baseline's final loss to the end of the run (None: it ends
+                      above), and that step relative to the baseline's own (< 1: faster).
+                      "Stays" keeps an early lucky dip from counting as convergence
     downstream delta  a run's latest `eval/...` score minus the baseline's
     efficiency        added parameters (trainable, else total) against the gain of the
                       headline metric; gain per million added parameters when it added any
@@ -45,6 +48,13 @@ def smooth(values: list[float], window: int = SMOOTHING_WINDOW) -> list[float]:
     return out
 
 
+def auto_window(runs: list[Run], key: str = LOSS_KEY) -> int:
+    """10% of the median number of logged loss values, at least SMOOTHING_WINDOW."""
+    counts = sorted(len(run.series(key)[0]) for run in runs)
+    median = counts[len(counts) // 2] if counts else 0
+    return max(SMOOTHING_WINDOW, round(0.1 * median))
+
+
 def final_loss(run: Run, key: str = LOSS_KEY, window: int = SMOOTHING_WINDOW) -> float | None:
     _, values = run.series(key)
     return smooth(values, window)[-1] if values else None
@@ -53,12 +63,16 @@ def final_loss(run: Run, key: str = LOSS_KEY, window: int = SMOOTHING_WINDOW) ->
 def steps_to_reach(
     run: Run, target: float, key: str = LOSS_KEY, window: int = SMOOTHING_WINDOW
 ) -> int | None:
-    """First logged step whose smoothed loss is <= target; None if it never gets there."""
+    """First logged step from which the smoothed loss stays <= target to the end of the run;
+    None when the run ends above the target."""
     steps, values = run.series(key)
+    reached = None
     for step, value in zip(steps, smooth(values, window), strict=True):
-        if value <= target:
-            return step
-    return None
+        if value > target:
+            reached = None
+        elif reached is None:
+            reached = step
+    return reached
 
 
 @dataclasses.dataclass

@@ -29,6 +29,16 @@ def test_steps_to_reach_the_baselines_final_loss_measure_speed() -> None:
     assert never is not None and never.steps is None and never.relative is None
 
 
+def test_an_early_dip_below_the_target_does_not_count_as_convergence() -> None:
+    lucky = _run("lucky", [1.5, 5.0, 1.9, 1.8])
+    assert analysis.steps_to_reach(lucky, 2.0, window=1) == 30
+
+
+def test_the_automatic_window_is_a_tenth_of_the_logged_values_but_at_least_five() -> None:
+    assert analysis.auto_window([_run("short", [1.0] * 40)]) == 5
+    assert analysis.auto_window([_run("long", [1.0] * 300)]) == 30
+
+
 def test_downstream_deltas_are_against_the_baselines_latest_scores() -> None:
     baseline = _run("base", [1.0], knn_accuracy=0.5, seconds=9.0)
     other = _run("other", [1.0], knn_accuracy=0.7, lp_accuracy=0.4)

@@ -47,8 +47,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--window",
         type=int,
-        default=analysis.SMOOTHING_WINDOW,
-        help="loss smoothing window (logged values)",
+        default=None,
+        help="loss smoothing window in logged values (default: 10%% of them, at least 5)",
     )
     parser.add_argument("--entity", default=None, help="W&B entity for online projects")
     parser.add_argument("--title", default=None)
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"compare: {error}", file=sys.stderr)
         return 2
-    if args.window < 1:
+    if args.window is not None and args.window < 1:
         print("compare: --window must be >= 1", file=sys.stderr)
         return 2
     if args.out is not None:

@@ -7,7 +7,7 @@ process-wide backend is untouched. Every number in the plots is also in a table.
                       with the baseline's final loss as a dashed line
     downstream.png    latest downstream scores per run, and their deltas to the baseline
     eval_curves.png   the headline metric over training steps (runs evaluated in-loop)
-    convergence.png   steps to reach the baseline's final loss
+    convergence.png   steps to reach (and stay at) the baseline's final loss
     efficiency.png    added parameters against the gain of the headline metric
 """
 
@@ -180,7 +180,7 @@ def plot_convergence(rows: list[tuple[Run, analysis.Convergence | None]], out: P
     axes.set_xticks(range(len(rows)))
     axes.set_xticklabels([run.name for run, _ in rows], rotation=20, ha="right", fontsize=8)
     axes.set_ylabel("steps")
-    axes.set_title("steps to reach the baseline's final loss")
+    axes.set_title("steps to reach (and stay at) the baseline's final loss")
     axes.grid(axis="y", alpha=0.3)
     return _save(figure, out / "convergence.png")
 
@@ -369,8 +369,8 @@ def build_sections(
     sections.append(
         _table_section(
             "Convergence speed",
-            "Steps until a run's smoothed loss first reaches the baseline's final loss; relative "
-            "is that count over the baseline's own (below 1: faster).",
+            "The first step from which a run's smoothed loss stays at or below the baseline's "
+            "final loss; relative is that step over the baseline's own (below 1: faster).",
             ["run", "target loss", "steps to reach", "relative to baseline"],
             table,
             [plot_convergence(conv_rows, out)],
@@ -438,12 +438,13 @@ def write_report(
     baseline: Run,
     out: Path,
     metric: str = DEFAULT_METRIC,
-    window: int = analysis.SMOOTHING_WINDOW,
+    window: int | None = None,
     source: str = "",
     title: str = "Run comparison",
 ) -> ReportPaths:
-    """Writes report.md, report.html and the PNGs into `out`."""
+    """Writes report.md, report.html and the PNGs into `out` (window None: automatic)."""
     out.mkdir(parents=True, exist_ok=True)
+    window = window or analysis.auto_window(list(runs))
     sections = build_sections(runs, baseline, out, metric, window, source)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     markdown = [f"# {title}", f"Generated {stamp} by `bazel run //tools:compare`."]

@@ -1,5 +1,6 @@
 """Reading offline W&B runs written by the installed wandb package, without a server."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,22 @@ def _write_run(folder: Path, big_value: str = "") -> Path:
     run.log({"train/eval/landcover/knn_accuracy": 0.5}, step=3)
     run.finish()
     (log,) = wandb_reader.offline_run_files(folder)
+    # W&B's core process may still be flushing when finish() returns; its last record is "exit".
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _last_kind(log) != "exit":
+        time.sleep(0.5)
     return log
+
+
+def _last_kind(log: Path) -> str | None:
+    from wandb.proto import wandb_internal_pb2
+
+    payloads = wandb_reader.read_payloads(log)
+    if not payloads:
+        return None
+    record = wandb_internal_pb2.Record()
+    record.ParseFromString(payloads[-1])
+    return record.WhichOneof("record_type")
 
 
 def test_history_config_and_identity_come_back_from_the_log(offline_env: Path) -> None:
