@@ -29,14 +29,17 @@ class AdamWConfig:
         weight_decay: decoupled weight decay, applied to all trainable parameters.
         betas: Adam's first and second moment coefficients.
         eps: added to the second-moment denominator.
-        fused: use PyTorch's fused AdamW kernel (the v1.2 speed-up on GPU); same maths.
+        fused: use PyTorch's fused AdamW kernel (one kernel over all parameters) instead of
+            the multi-tensor "foreach" one. Same maths (optim_test checks the updates agree);
+            on 2 CPU threads it took an optimizer step of the 132M-parameter base model from
+            7.5 s to 2.4 s, and it is the v1.2 recipe's choice on GPU.
     """
 
     lr: float = 1e-4
     weight_decay: float = 0.02
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    fused: bool = False
+    fused: bool = True
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # YAML gives lists; keep the config comparable.
@@ -64,6 +67,7 @@ class AdamWConfig:
             weight_decay=self.weight_decay,
             # None lets PyTorch pick its default (foreach) implementation.
             fused=True if self.fused else None,
+            foreach=False if self.fused else None,
         )
 
 

@@ -1,5 +1,6 @@
 """Tests for the AdamW config and the warmup + cosine learning-rate schedule."""
 
+import copy
 import math
 
 import pytest
@@ -37,6 +38,25 @@ def test_adamw_skips_frozen_parameters_and_uses_the_recipe_values() -> None:
         (0.9, 0.999),
         1e-8,
     )
+
+
+def test_the_fused_and_foreach_kernels_take_the_same_steps() -> None:
+    torch.manual_seed(0)
+    start = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8))
+    inputs, targets = torch.randn(64, 16), torch.randn(64, 8)
+    trained = {}
+    for fused in (True, False):
+        module = copy.deepcopy(start)
+        optimizer = optim.AdamWConfig(lr=1e-2, fused=fused).build(module)
+        assert optimizer.defaults["fused"] is (True if fused else None)
+        for _ in range(20):
+            optimizer.zero_grad()
+            nn.functional.mse_loss(module(inputs), targets).backward()
+            optimizer.step()
+        trained[fused] = torch.cat([p.detach().flatten() for p in module.parameters()])
+    moved = (trained[True] - torch.cat([p.detach().flatten() for p in start.parameters()])).abs()
+    assert moved.max() > 0.05  # the steps did something
+    torch.testing.assert_close(trained[True], trained[False], rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize(
