@@ -66,9 +66,8 @@ class CompressionConfig:
     """How arrays are compressed inside each sample file.
 
     Attributes:
-        algorithm: None (raw), "gzip" (built into h5py) or "zstd" (needs the optional
-            `hdf5plugin` package, both to write and to read; the official OlmoEarth data is
-            zstd level 3).
+        algorithm: None (raw), "gzip" (built into h5py) or "zstd" (through the `hdf5plugin`
+            package, which our lock pins; the official OlmoEarth data is zstd level 3).
         level: gzip 0..9 or zstd 1..22; None uses the library default.
         shuffle: byte-shuffle filter before gzip (ignored by the reference for zstd).
     """
@@ -133,11 +132,11 @@ class CompressionConfig:
 
 def _import_hdf5plugin(purpose: str) -> Any:
     try:
-        import hdf5plugin  # optional: loaded only when zstd is used
+        import hdf5plugin  # pinned in our lock; loaded only when zstd is used
     except ImportError as error:
         raise ImportError(
-            f"to {purpose} install the optional package hdf5plugin (pip install hdf5plugin); "
-            "or use CompressionConfig(algorithm='gzip')"
+            f"to {purpose} install hdf5plugin (pinned in third_party/python/requirements.lock; "
+            "elsewhere: pip install hdf5plugin), or use CompressionConfig(algorithm='gzip')"
         ) from error
     return hdf5plugin
 

@@ -15,7 +15,11 @@ def _record(seed=0, **kwargs):
     return testing.random_record(np.random.default_rng(seed), **kwargs)
 
 
-@pytest.mark.parametrize("compression", [CompressionConfig(), CompressionConfig("gzip", 4, True)])
+@pytest.mark.parametrize(
+    "compression",
+    [CompressionConfig(), CompressionConfig("gzip", 4, True), CompressionConfig("zstd", 3)],
+    ids=["raw", "gzip", "zstd"],  # zstd level 3: the official OlmoEarth files
+)
 def test_round_trip_returns_every_array_mask_and_timestamp_unchanged(tmp_path, compression):
     record = _record(present={"sentinel2_l2a": [True, False, True, True], "landsat": [0, 0, 1, 0]})
     path = tmp_path / "sample_0.h5"
@@ -165,7 +169,11 @@ def test_invalid_compression_is_rejected_naming_the_field(kwargs, message):
         CompressionConfig(**kwargs)
 
 
-@pytest.mark.parametrize("compression", [CompressionConfig(), CompressionConfig("gzip", 4, True)])
+@pytest.mark.parametrize(
+    "compression",
+    [CompressionConfig(), CompressionConfig("gzip", 4, True), CompressionConfig("zstd", 3)],
+    ids=["raw", "gzip", "zstd"],  # zstd level 3: the official OlmoEarth files
+)
 def test_open_sample_reads_windows_equal_to_slices_of_the_whole_array(tmp_path, compression):
     record = _record(present={"sentinel2_l2a": [True, False, True, True]})
     path = tmp_path / "sample_0.h5"
