@@ -7,7 +7,8 @@
 
 declares
     :<name>_lib           py_library of <name>.py (other experiments may derive from it)
-    :<name>               py_binary: `bazel run //experiments:<name> -- dry_run my_run local`
+    :<name>               py_binary, tagged "experiment":
+                          `bazel run //experiments:<name> -- dry_run my_run local`
     :<name>_test          its config test (experiment_test.py with TERRA_EXPERIMENT=<name>):
                           the config builds and round-trips, dry_run exits 0 with a diff
                           inside CHANGES, one tiny forward/backward step trains on CPU, a
@@ -64,6 +65,8 @@ def experiment(
         name = name,
         srcs = [name + ".py"],
         main = name + ".py",
+        # How //tools/affected_experiments tells experiments from other binaries here.
+        tags = ["experiment"],
         deps = [":" + lib],
     )
     test_deps = [
