@@ -52,6 +52,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--entity", default=None, help="W&B entity for online projects")
     parser.add_argument("--title", default=None)
+    parser.add_argument(
+        "--source",
+        default=None,
+        help="how the report names where the runs came from (default: the --runs value); "
+        "for reports shared beyond this machine",
+    )
     return parser.parse_args(argv)
 
 
@@ -82,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out,
         metric=args.metric,
         window=args.window,
-        source=args.runs,
+        source=args.source or args.runs,
         title=args.title or f"{Path(args.runs).name}: {len(found)} runs against {baseline.name}",
     )
     print(f"compared {len(found)} runs against {baseline.name}")

@@ -55,3 +55,15 @@ def test_an_unknown_baseline_exits_with_status_2(tmp_path: Path) -> None:
     project = tmp_path / "study"
     _run(project, "base", 1.0, 0.5, 10, 8)
     assert compare.main(["--runs", str(project), "--baseline", "nope"]) == 2
+
+
+def test_source_names_the_runs_without_the_local_path(tmp_path: Path) -> None:
+    project = tmp_path / "study"
+    _run(project, "base", 1.0, 0.5, 10, 8)
+    out = tmp_path / "report"
+    label = "<run-root>/study"
+    args = ["--runs", str(project), "--out", str(out), "--source", label]
+    assert compare.main(args) == 0
+    markdown = (out / "report.md").read_text()
+    assert f"Read from `{label}`" in markdown
+    assert str(tmp_path) not in markdown + (out / "report.html").read_text()

@@ -176,8 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             logging.info("%s step %d: %s", experiment, scored.step, scored.metrics)
     report = str(_user_path(args.report))
+    # The committed report must not name a folder of this machine.
+    source = f"<--run-root>/{args.project} (run folders and their offline W&B runs)"
     return compare.main(
-        ["--runs", str(args.run_root / args.project), "--baseline", "base", "--out", report]
+        [
+            *("--runs", str(args.run_root / args.project), "--baseline", "base"),
+            *("--out", report, "--source", source),
+        ]
     )
 
 
