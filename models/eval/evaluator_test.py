@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import types
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,39 @@ def test_patch_knn_scores_every_patch_against_the_training_patches(tiny_data: Pa
     data.test = data.train  # same tiles on both sides
     scores = evaluator.evaluate_task(encoder, data)
     assert scores["eval/landcover/patch_knn_accuracy"] == 1.0
+
+
+def test_position_centering_lets_patch_knn_see_content_under_a_shared_position_code() -> None:
+    """Embeddings = a large code per patch position (the same in every tile) + a small class
+    signal: raw cosine kNN matches positions; centred, it matches classes."""
+    generator = torch.Generator().manual_seed(0)
+    tiles, side, width, classes = 8, 4, 16, 3  # fewer tiles than k = 20
+    position_code = 10 * torch.randn(side, side, width, generator=generator)
+    class_code = torch.randn(classes, width, generator=generator)
+
+    def patches(labels: torch.Tensor) -> torch.Tensor:
+        noise = 0.05 * torch.randn(*labels.shape, width, generator=generator)
+        return position_code + class_code[labels] + noise
+
+    train_y = torch.randint(0, classes, (tiles, side, side), generator=generator)
+    test_y = torch.randint(0, classes, (tiles, side, side), generator=generator)
+    data = types.SimpleNamespace(num_classes=classes)  # all _patch_knn reads of the task
+    scores = {}
+    for center in (False, True):
+        config = evaluator_lib.EvaluatorConfig(
+            tasks=(LandCoverTaskConfig(),), center_patch_positions=center
+        )
+        result = config.build()._patch_knn(patches(train_y), train_y, patches(test_y), test_y, data)
+        scores[center] = result["accuracy"]
+    assert scores[True] > 0.95
+    assert scores[False] < 0.6
+
+
+def test_position_means_count_only_scored_patches() -> None:
+    patches = torch.tensor([[[[1.0]], [[5.0]]], [[[3.0]], [[100.0]]]])  # [N=2, h=2, w=1, D=1]
+    scored = torch.tensor([[[True], [True]], [[True], [False]]])
+    means = evaluator_lib.position_means(patches, scored)
+    assert means.flatten().tolist() == [2.0, 5.0]
 
 
 def test_methods_select_the_scores(tiny_data: Path) -> None:
