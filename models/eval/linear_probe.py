@@ -36,9 +36,12 @@ class LinearProbeConfig:
     batch_size: samples (classification) or images (segmentation) per step.
     warmup_fraction: share of the epochs spent in linear warmup, in [0, 1).
     standardize: z-score each feature with the training mean and std first. The probe stays
-        linear (the affine map folds into the weights). Off by default, as the reference: the
-        encoder's final LayerNorm already puts embeddings on one scale, and with 100 training
-        samples z-scoring lifts near-constant noise dimensions to the scale of real ones.
+        linear (the affine map folds into the weights). On by default (the reference does not):
+        the encoder's embeddings carry a large component shared by every sample (position and
+        time encodings), which 50 AdamW epochs from zero do not get past. Measured on the
+        synthetic land-cover task (128 + 128 tiles, nano encoder): per-patch probe accuracy
+        0.27 -> 0.41 at random init and 0.21 -> 0.47 after 600 pretraining steps; tile probe
+        0.27 -> 0.30 and 0.30 -> 0.33.
     seed: seeds the batch shuffling.
     """
 
@@ -48,7 +51,7 @@ class LinearProbeConfig:
     epochs: int = 50
     batch_size: int = 32
     warmup_fraction: float = 0.1
-    standardize: bool = False
+    standardize: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
