@@ -34,7 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from launcher.image import oci, tar_layer
 from tools.services import packages, process
@@ -249,44 +251,58 @@ class CachedLayer:
     seconds: float
 
 
-def build_base_layer(recipe: BaseRecipe, store: oci.BlobStore, cache_dir: Path) -> CachedLayer:
-    """The base layer for `recipe`: from the cache, or built now (root needed)."""
-    key = recipe.key().removeprefix("sha256:")
+def cached_layer(
+    kind: str,
+    key: str,
+    store: oci.BlobStore,
+    cache_dir: Path,
+    build: Callable[[Path], tar_layer.LayerDigest],
+    details: dict[str, Any],
+) -> CachedLayer:
+    """The layer `<kind>-<key>` from the blob store, or `build(work_dir)` now and record it.
+
+    The record (`recipes/<kind>-<key>.json`: digest, size, `details`, build seconds) is
+    written only after the blob is stored, and the whole check-or-build runs under a file
+    lock: another clone may be building the same layer right now. `build(work)` writes the
+    layer to `work / "layer.tar"` and returns its digest; `work` is removed afterwards.
+    """
     recipes = cache_dir / "recipes"
     recipes.mkdir(parents=True, exist_ok=True)
-    record = recipes / f"base-{key}.json"
-    with open(recipes / f"base-{key}.lock", "w") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)  # another clone may be building it right now
+    record = recipes / f"{kind}-{key}.json"
+    with open(recipes / f"{kind}-{key}.lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
         if record.exists():
             cached = json.loads(record.read_text())
             if store.has(cached["digest"]):
                 return CachedLayer(cached["digest"], cached["size"], key, False, 0.0)
         start = time.monotonic()
-        work = Path(tempfile.mkdtemp(prefix="base-", dir=cache_dir))
+        work = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=cache_dir))
         try:
-            rootfs = work / "rootfs"
-            _progress(f"base layer: debootstrap {recipe.suite} from {recipe.mirror} (once)")
-            _debootstrap(recipe, rootfs, work / "debootstrap.log")
-            normalize_rootfs(rootfs)
-            add_image_contract(rootfs, recipe)
-            _progress("base layer: writing the tar")
-            layer = tar_layer.write_layer(tar_layer.sorted_tree(rootfs, ""), work / "layer.tar")
+            layer = build(work)
             store.put_file(work / "layer.tar", layer.digest)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         seconds = time.monotonic() - start
-        record.write_text(
-            json.dumps(
-                {
-                    "digest": layer.digest,
-                    "size": layer.size,
-                    "recipe": dataclasses.asdict(recipe),
-                    "build_seconds": round(seconds, 1),
-                },
-                indent=2,
-            )
-        )
+        summary = {"digest": layer.digest, "size": layer.size, **details}
+        record.write_text(json.dumps({**summary, "build_seconds": round(seconds, 1)}, indent=2))
         return CachedLayer(layer.digest, layer.size, key, True, seconds)
+
+
+def build_base_layer(recipe: BaseRecipe, store: oci.BlobStore, cache_dir: Path) -> CachedLayer:
+    """The base layer for `recipe`: from the cache, or built now (root needed)."""
+
+    def build(work: Path) -> tar_layer.LayerDigest:
+        rootfs = work / "rootfs"
+        _progress(f"base layer: debootstrap {recipe.suite} from {recipe.mirror} (once)")
+        _debootstrap(recipe, rootfs, work / "debootstrap.log")
+        normalize_rootfs(rootfs)
+        add_image_contract(rootfs, recipe)
+        _progress("base layer: writing the tar")
+        return tar_layer.write_layer(tar_layer.sorted_tree(rootfs, ""), work / "layer.tar")
+
+    key = recipe.key().removeprefix("sha256:")
+    details = {"recipe": dataclasses.asdict(recipe)}
+    return cached_layer("base", key, store, cache_dir, build, details)
 
 
 def _progress(message: str) -> None:

@@ -32,22 +32,18 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import fcntl
 import hashlib
-import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from launcher.image import oci, tar_layer
-from launcher.image.base_layer import CachedLayer
+from launcher.image.base_layer import CachedLayer, cached_layer
 
 SITE_PACKAGES = "opt/terra/site-packages"
 PYTHON = "/usr/bin/python3.11"  # Debian's, the interpreter of the base layer
@@ -273,49 +269,25 @@ def build_deps_layer(
     """The dependency layer for `recipe`: from the cache, or installed and archived now."""
     if pip_args is None:
         pip_args = shlex.split(os.environ.get("TERRA_LAB_PIP_ARGS", ""))
-    key = recipe.key().removeprefix("sha256:")
-    recipes = cache_dir / "recipes"
-    recipes.mkdir(parents=True, exist_ok=True)
-    record = recipes / f"deps-{key}.json"
-    with open(recipes / f"deps-{key}.lock", "w") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        if record.exists():
-            cached = json.loads(record.read_text())
-            if store.has(cached["digest"]):
-                return CachedLayer(cached["digest"], cached["size"], key, False, 0.0)
-        start = time.monotonic()
-        work = Path(tempfile.mkdtemp(prefix="deps-", dir=cache_dir))
-        try:
-            lock_copy = work / "requirements.lock"
-            lock_copy.write_text(recipe.lock_text)
-            site = work / "site-packages"
-            _progress(f"deps layer: pip install {lock_path} ({recipe.flavor}; once per lock)")
-            pip_install(lock_copy, site, cache_dir, pip_args, recipe.flavor)
-            normalize_site(site)
-            _progress("deps layer: compiling bytecode")
-            compile_bytecode(site)
-            _progress("deps layer: writing the tar")
-            entries = [*tar_layer.parent_dirs(SITE_PACKAGES)]
-            layer = tar_layer.write_layer(
-                [*entries, *normalized_entries(site, SITE_PACKAGES)], work / "layer.tar"
-            )
-            store.put_file(work / "layer.tar", layer.digest)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        seconds = time.monotonic() - start
-        record.write_text(
-            json.dumps(
-                {
-                    "digest": layer.digest,
-                    "size": layer.size,
-                    "lock": recipe.lock_hash(),
-                    "flavor": recipe.flavor,
-                    "build_seconds": round(seconds, 1),
-                },
-                indent=2,
-            )
+
+    def build(work: Path) -> tar_layer.LayerDigest:
+        lock_copy = work / "requirements.lock"
+        lock_copy.write_text(recipe.lock_text)
+        site = work / "site-packages"
+        _progress(f"deps layer: pip install {lock_path} ({recipe.flavor}; once per lock)")
+        pip_install(lock_copy, site, cache_dir, pip_args, recipe.flavor)
+        normalize_site(site)
+        _progress("deps layer: compiling bytecode")
+        compile_bytecode(site)
+        _progress("deps layer: writing the tar")
+        entries = [*tar_layer.parent_dirs(SITE_PACKAGES)]
+        return tar_layer.write_layer(
+            [*entries, *normalized_entries(site, SITE_PACKAGES)], work / "layer.tar"
         )
-        return CachedLayer(layer.digest, layer.size, key, True, seconds)
+
+    key = recipe.key().removeprefix("sha256:")
+    details = {"lock": recipe.lock_hash(), "flavor": recipe.flavor}
+    return cached_layer("deps", key, store, cache_dir, build, details)
 
 
 def _progress(message: str) -> None:
