@@ -25,7 +25,6 @@ from launcher.backends.local import LocalBackend
 from launcher.image import oci
 from launcher.registry.client import ImageReference
 from launcher.runtime import run_image
-from tools.services import services
 
 SOURCE = Path(__file__).resolve().parents[1]
 PROJECT = "2026_01_01_launcher_e2e"
@@ -43,14 +42,8 @@ def env():
 @pytest.fixture(scope="module")
 def docker_host(env):
     """tools/services' registry and Docker engine (started here if not running)."""
-    state = testing.real_home() / ".cache" / "terra-lab" / "services"
-    registry, docker = services.registry(state), services.docker(state)
-    started = [service for service in (registry, docker) if not service.running()]
-    registry.start()
-    host = docker.start()
-    yield host
-    for service in started:
-        service.stop()
+    with testing.dev_services("registry", "docker") as running:
+        yield running["docker"].docker_host
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from launcher import testing
 from launcher.backends.backend import JobState
 from launcher.backends.slurm import SlurmBackend
 from launcher.registry.client import RegistryClient
-from tools.services import services
 
 SOURCE = Path(__file__).resolve().parents[1]
 PROJECT = "2026_01_01_launcher_e2e"
@@ -33,14 +32,8 @@ def env():
 @pytest.fixture(scope="module")
 def cluster(env):
     """The dev registry and Slurm cluster (the developer's, started here if not running)."""
-    state = testing.real_home() / ".cache" / "terra-lab" / "services"
-    registry, slurm = services.registry(state), services.slurm(state)
-    started = [service for service in (registry, slurm) if not service.running()]
-    registry.start()
-    slurm.start()
-    yield slurm
-    for service in started:
-        service.stop()
+    with testing.dev_services("registry", "slurm") as running:
+        yield running["slurm"]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import pytest
 
 from launcher import testing
 from launcher.registry.client import RegistryClient
-from tools.services import services
 
 SOURCE = Path(__file__).resolve().parents[1]
 PROJECT = "2026_01_01_launcher_refusals"
@@ -35,14 +34,8 @@ def env():
 
 @pytest.fixture(scope="module")
 def slurm(env):
-    state = testing.real_home() / ".cache" / "terra-lab" / "services"
-    registry, slurm = services.registry(state), services.slurm(state)
-    started = [service for service in (registry, slurm) if not service.running()]
-    registry.start()
-    slurm.start()
-    yield slurm
-    for service in started:
-        service.stop()
+    with testing.dev_services("registry", "slurm") as running:
+        yield running["slurm"]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ a base layer in the cache the builder reads), so tests exercise the real code pa
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
@@ -14,9 +15,12 @@ import pwd
 import subprocess
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from launcher.image import base_layer, oci, tar_layer
+from tools.services import services
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
@@ -31,6 +35,23 @@ GIT_ENV = {
 def real_home() -> Path:
     """The user's home from the password database (Bazel tests get a fake $HOME)."""
     return Path(pwd.getpwuid(os.getuid()).pw_dir)
+
+
+@contextlib.contextmanager
+def dev_services(*names: str) -> Iterator[dict[str, Any]]:
+    """tools/services' daemons `names` ("registry", "docker", "slurm") in the developer's
+    state directory, started if not running; yields {name: service}. Afterwards only the
+    ones started here are stopped (a developer's running ones stay)."""
+    state = real_home() / ".cache" / "terra-lab" / "services"
+    wanted = {name: getattr(services, name)(state) for name in names}
+    started = [service for service in wanted.values() if not service.running()]
+    for service in wanted.values():
+        service.start()
+    try:
+        yield wanted
+    finally:
+        for service in started:
+            service.stop()
 
 
 def git(repo: Path, *args: str) -> str:
