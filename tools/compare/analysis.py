@@ -22,10 +22,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from models.train.callbacks.loss_plot import MIN_WINDOW, smoothing_window, trailing_mean
 from tools.compare.runs import EVAL_PREFIX, Run
 
 LOSS_KEY = "loss"
-SMOOTHING_WINDOW = 5
+SMOOTHING_WINDOW = MIN_WINDOW  # the run's own loss plot smooths the same way
 IDENTITY_PATHS = (
     "experiment",
     "run_name",
@@ -39,20 +40,13 @@ ABSENT = "<absent>"
 
 def smooth(values: list[float], window: int = SMOOTHING_WINDOW) -> list[float]:
     """Trailing mean over up to `window` values (the first values average fewer)."""
-    out, total = [], 0.0
-    for index, value in enumerate(values):
-        total += value
-        if index >= window:
-            total -= values[index - window]
-        out.append(total / min(index + 1, window))
-    return out
+    return trailing_mean(values, window)
 
 
 def auto_window(runs: list[Run], key: str = LOSS_KEY) -> int:
     """10% of the median number of logged loss values, at least SMOOTHING_WINDOW."""
     counts = sorted(len(run.series(key)[0]) for run in runs)
-    median = counts[len(counts) // 2] if counts else 0
-    return max(SMOOTHING_WINDOW, round(0.1 * median))
+    return smoothing_window(counts[len(counts) // 2] if counts else 0)
 
 
 def final_loss(run: Run, key: str = LOSS_KEY, window: int = SMOOTHING_WINDOW) -> float | None:
