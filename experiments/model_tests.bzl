@@ -15,6 +15,8 @@ MODEL_PACKAGE_TESTS = {
         "//models/nn:encodings_test",
         "//models/nn:patch_embed_test",
         "//models/nn:attention_test",
+        "//models/nn:blocked_attention_test",
+        "//models/nn:precision_test",
         "//models/nn:varlen_test",
         "//models/nn:sequence_test",
         "//models/nn:lint",

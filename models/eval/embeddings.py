@@ -32,6 +32,7 @@ from models.data.dataset import DatasetItem
 from models.encoder.encoder import Encoder
 from models.modalities import modalities
 from models.modalities.samples import MaskedSample, MaskValue, Sample
+from models.nn.precision import check_precision, inference_precision
 
 DEFAULT_INPUT_MODALITIES = ("sentinel2_l2a", "sentinel1", "landsat")
 """The modalities the v1 encoder encodes; everything an evaluation feeds the encoder."""
@@ -154,19 +155,23 @@ def embed_items(
     batch_size: int = 8,
     input_res_m: float = 10.0,
     input_modalities: Sequence[str] = DEFAULT_INPUT_MODALITIES,
+    precision: str = "fp32",
 ) -> Embeddings:
     """Embeddings of dataset items, `batch_size` at a time, on the encoder's device.
 
     Items of one batch must have the same shapes (the evaluation tasks load whole tiles with
-    one timestep count, so they do).
+    one timestep count, so they do). `precision` "bf16" runs the encoder under bf16 autocast
+    (models/nn/precision.py): 1.9x fp32 for a base encoder on 2 AVX512-BF16 cores
+    (tools/bench/embed.py), embeddings within cosine 0.99999 of fp32; pooling stays fp32.
     """
+    check_precision(precision)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not items:
         raise ValueError("no items to embed")
     device = next(encoder.parameters()).device
     parts: list[Embeddings] = []
-    with eval_mode(encoder):
+    with eval_mode(encoder), inference_precision(encoder, precision, device):
         for start in range(0, len(items), batch_size):
             sample = stack_items(items[start : start + batch_size])
             view = evaluation_view(sample, encoder, input_modalities).to(device)

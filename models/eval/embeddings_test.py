@@ -46,6 +46,20 @@ def test_a_samples_embedding_alone_equals_it_batched_with_a_sample_missing_times
     assert torch.allclose(gappy_alone.pooled[0], together.pooled[1], atol=1e-5, rtol=0)
 
 
+def test_bf16_embeddings_follow_fp32_and_leave_the_encoder_in_fp32() -> None:
+    encoder = _encoder()
+    items = [_item(3), _item(4, missing_steps=(0,))]
+    fp32 = embeddings.embed_items(encoder, items, patch_size=2, batch_size=2)
+    bf16 = embeddings.embed_items(encoder, items, patch_size=2, batch_size=2, precision="bf16")
+    assert bf16.pooled.dtype == torch.float32  # pooled in fp32 whatever the encoder ran in
+    cosine = torch.nn.functional.cosine_similarity(bf16.pooled, fp32.pooled, dim=-1)
+    assert cosine.min() > 0.999
+    assert torch.equal(bf16.patch_counts, fp32.patch_counts)
+    assert all(param.dtype == torch.float32 for param in encoder.parameters())
+    with pytest.raises(ValueError, match="precision"):
+        embeddings.embed_items(encoder, items, patch_size=2, precision="half")
+
+
 def test_the_label_map_never_reaches_the_encoder() -> None:
     encoder = _encoder()
     item = _item(2)

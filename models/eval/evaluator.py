@@ -52,6 +52,7 @@ from models.eval.landcover import LandCoverTaskConfig
 from models.eval.linear_probe import LinearProbeConfig, train_linear_probe
 from models.eval.metrics import IGNORE_LABEL, classification_scores, segmentation_scores
 from models.eval.tasks import EvalTask, TaskData
+from models.nn.precision import check_precision
 from models.train import checkpoint as checkpoint_lib
 from models.train.run_dir import RunDirectory
 
@@ -80,6 +81,8 @@ class EvaluatorConfig:
             there are more; 8192 x 8192 similarities take ~1 GFLOP per 1000 test patches).
         center_patch_positions: subtract each patch position's mean training embedding
             before the per-patch kNN (module docstring); False scores raw embeddings.
+        precision: "fp32", or "bf16" to embed under bf16 autocast (models/nn/precision.py;
+            1.9x faster for a base encoder on CPU, cosine 0.99999 to fp32).
     """
 
     tasks: tuple[TaskConfig, ...] = dataclasses.field(
@@ -92,6 +95,7 @@ class EvaluatorConfig:
     input_res_m: float = 10.0
     max_knn_patches: int = 8192
     center_patch_positions: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
@@ -111,6 +115,10 @@ class EvaluatorConfig:
             raise ValueError(f"EvaluatorConfig.batch_size must be >= 1, got {self.batch_size}")
         if not self.input_res_m > 0:
             raise ValueError(f"EvaluatorConfig.input_res_m must be > 0, got {self.input_res_m}")
+        try:
+            check_precision(self.precision)
+        except ValueError as error:
+            raise ValueError(f"EvaluatorConfig.{error}") from None
         if self.max_knn_patches < 1:
             raise ValueError(
                 f"EvaluatorConfig.max_knn_patches must be >= 1, got {self.max_knn_patches}"
@@ -146,7 +154,12 @@ class Evaluator:
 
         def embed(items: list[DatasetItem]) -> embeddings_lib.Embeddings:
             return embeddings_lib.embed_items(
-                encoder, items, data.patch_size, config.batch_size, config.input_res_m
+                encoder,
+                items,
+                data.patch_size,
+                config.batch_size,
+                config.input_res_m,
+                precision=config.precision,
             )
 
         train, test = embed(data.train.items), embed(data.test.items)

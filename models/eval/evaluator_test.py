@@ -150,3 +150,5 @@ def test_a_run_folder_held_by_training_is_not_written(tmp_path: Path) -> None:
 def test_config_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match="EvaluatorConfig.methods"):
         evaluator_lib.EvaluatorConfig(methods=("finetune",))
+    with pytest.raises(ValueError, match=r"EvaluatorConfig.precision must be one of"):
+        evaluator_lib.EvaluatorConfig(precision="fp16")

@@ -1,0 +1,73 @@
+"""Softmax attention for bf16 inference on CPU: per head, in blocks of queries.
+
+PyTorch's CPU `scaled_dot_product_attention` runs no faster in bf16 than in fp32 (2 x 12
+heads x 2250^2 x 64: 0.102 s either way on 2 AVX512-BF16 cores), so under bf16 autocast the
+attention, a third of a base encoder's FLOPs at 2250 tokens, kept its fp32 cost. Written as
+two bf16 GEMMs per (sample, head) and block of queries, with the softmax in between, the same
+attention takes 0.064 s (1.6x); at 2 x 12 heads x 1152^2 x 64, 0.035 s against 0.072 s (2x):
+- a 2-D `[Lq, Dh] @ [Dh, L]` bf16 GEMM reaches ~380 GFLOP/s (oneDNN), twice fp32, while the
+  batched 3-D bf16 matmul reaches only ~140 GFLOP/s;
+- each block's output is written by the GEMM into the `[B, L, heads, Dh]` layout the next
+  projection reads (no copy; 0.052 s -> 0.035 s at 1152 tokens with the scale folded into q);
+- a block of 512 queries keeps its `[512, L]` scores in cache (2.3 MB at L = 2250) between the
+  GEMM, the softmax and the second GEMM; unblocked, the softmax over 12 x 2250^2 scores is a
+  pass over 120 MB of memory and takes longer than both GEMMs.
+Accuracy is SDPA bf16's: scores and weights are bf16, sums are accumulated in fp32 (max abs
+difference to fp32 attention 3e-3 on unit-normal inputs, cosine 0.99996).
+
+Only for inference: no autograd graph is built per block, and it is used only when no input
+needs a gradient (`applies`). Shapes: B batch, heads, L tokens, Dh head width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+QUERY_BLOCK = 512
+"""Query rows per block: 256 to 1125 measured the same (0.064-0.066 s); 2250 took 0.098 s."""
+
+
+def applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether `blocked_attention` should replace SDPA: bf16 on CPU with no gradient needed."""
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return False
+    if k.dtype != torch.bfloat16 or v.dtype != torch.bfloat16:
+        return False
+    return not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
+
+
+def blocked_attention(q: Tensor, k: Tensor, v: Tensor, query_block: int = QUERY_BLOCK) -> Tensor:
+    """softmax(q k^T / sqrt(Dh)) v per (sample, head), `query_block` queries at a time.
+
+    Args:
+        q: [B, heads, Lq, Dh]; k, v: [B, heads, L, Dh] (any strides).
+        query_block: queries per block (>= 1).
+
+    Returns:
+        [B, heads, Lq, Dh] in q's dtype.
+    """
+    if q.dim() != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
+        raise ValueError(
+            f"expected q [B, heads, Lq, Dh] and k, v [B, heads, L, Dh]; got q {tuple(q.shape)}, "
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if query_block < 1:
+        raise ValueError(f"query_block must be >= 1, got {query_block}")
+    if k.shape[2] == 0:
+        raise ValueError("attention over zero keys is undefined")
+    # Scaled once for all heads (exact for Dh = 64: the scale is 1/8).
+    scaled_q = q * q.shape[-1] ** -0.5
+    # [B, Lq, heads, Dh] memory seen as [B, heads, Lq, Dh]: each block's output is a strided
+    # [rows, Dh] matrix the second GEMM writes in place, and the caller's merge of the heads
+    # (transpose to [B, Lq, heads, Dh]) is free.
+    out = q.new_empty(q.shape[0], q.shape[2], q.shape[1], q.shape[3]).transpose(1, 2)
+    with torch.no_grad():
+        for b in range(q.shape[0]):
+            for h in range(q.shape[1]):
+                keys_t, values = k[b, h].transpose(0, 1), v[b, h]
+                for start in range(0, q.shape[2], query_block):
+                    rows = slice(start, start + query_block)
+                    scores = torch.mm(scaled_q[b, h, rows], keys_t)
+                    torch.mm(torch.softmax(scores, dim=-1), values, out=out[b, h, rows])
+    return out
