@@ -155,6 +155,12 @@ def load_folder(folder: Path) -> Run:
 def load_wandb_offline(path: Path) -> Run:
     """One `.wandb` log as a Run."""
     parsed = wandb_reader.read_run(path)
+    if not parsed.finished:
+        logger.warning(
+            "%s has no exit record: the run is still being written or its process died; "
+            "its history is read up to the last whole record",
+            path,
+        )
     return Run(
         name=parsed.name,
         source="wandb-offline",

@@ -1,13 +1,12 @@
 """Reading runs: run folders, downstream records, parameter counts, offline W&B runs."""
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tools.compare import runs
+from tools.compare import runs, wandb_reader
 
 
 def _folder(root: Path, name: str, losses: list[float], config: dict | None = None) -> Path:
@@ -74,13 +73,9 @@ def test_offline_evaluation_scores_logged_to_w_and_b_are_read_back(
     folder = tmp_path / "project" / "run1"
     folder.mkdir(parents=True)
     log_to_wandb(folder, 40, {"eval/landcover/knn_accuracy": 0.625}, mode="offline")
-    # W&B's core process may still be flushing its log when finish() returns: wait for it.
-    deadline = time.monotonic() + 30
-    while True:
-        run = runs.load_folder(folder)  # no metrics.jsonl: the offline W&B run is read
-        if run.history or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    (log,) = wandb_reader.offline_run_files(folder)
+    assert wandb_reader.read_finished_run(log).finished  # W&B's writer flushed everything
+    run = runs.load_folder(folder)  # no metrics.jsonl: the offline W&B run is read
     assert run.source == "wandb-offline" and run.name == "run1"
     assert run.latest("eval/landcover/knn_accuracy") == (40, 0.625)
     assert (folder / "wandb" / "run_id").is_file()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,8 @@ class WandbRun:
         config: the config as nested plain data (W&B's `_wandb` entry removed).
         history: one dict per logged step (`_step` included), keys as logged.
         summary: the last summary values.
+        finished: the log holds W&B's "exit" record, written after everything the run
+            logged (False: still being written, or the process died).
     """
 
     run_id: str
@@ -96,6 +99,7 @@ class WandbRun:
     config: dict[str, Any]
     history: list[dict[str, Any]]
     summary: dict[str, Any]
+    finished: bool = False
 
 
 def _item_key(item: Any) -> str:
@@ -136,8 +140,22 @@ def read_run(path: str | Path) -> WandbRun:
         elif kind == "summary":
             for item in record.summary.update:
                 run.summary[_item_key(item)] = _value(item.value_json)
+        elif kind == "exit":
+            run.finished = True
     run.config.pop("_wandb", None)
     return run
+
+
+def read_finished_run(path: str | Path, timeout_s: float = 30.0, poll_s: float = 0.5) -> WandbRun:
+    """`read_run` once the log is finished, for a reader that has just called
+    `wandb.finish()`: W&B's writer process may still be flushing when finish() returns.
+    After `timeout_s`, the run as it is then (check `.finished`)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = read_run(path)
+        if run.finished or time.monotonic() >= deadline:
+            return run
+        time.sleep(poll_s)
 
 
 def offline_run_files(folder: str | Path) -> list[Path]:

@@ -1,6 +1,5 @@
 """Reading offline W&B runs written by the installed wandb package, without a server."""
 
-import time
 from pathlib import Path
 
 import pytest
@@ -34,22 +33,19 @@ def _write_run(folder: Path, big_value: str = "") -> Path:
     run.log({"train/eval/landcover/knn_accuracy": 0.5}, step=3)
     run.finish()
     (log,) = wandb_reader.offline_run_files(folder)
-    # W&B's core process may still be flushing when finish() returns; its last record is "exit".
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _last_kind(log) != "exit":
-        time.sleep(0.5)
+    assert wandb_reader.read_finished_run(log).finished  # the writer flushed its "exit"
     return log
 
 
-def _last_kind(log: Path) -> str | None:
-    from wandb.proto import wandb_internal_pb2
-
-    payloads = wandb_reader.read_payloads(log)
-    if not payloads:
-        return None
-    record = wandb_internal_pb2.Record()
-    record.ParseFromString(payloads[-1])
-    return record.WhichOneof("record_type")
+def test_a_log_cut_before_its_exit_record_reads_as_unfinished(offline_env: Path) -> None:
+    log = _write_run(offline_env)
+    whole = wandb_reader.read_run(log)
+    assert whole.finished
+    cut = offline_env / "cut.wandb"
+    cut.write_bytes(log.read_bytes()[: log.stat().st_size - 40])  # a writer mid-flush
+    partial = wandb_reader.read_finished_run(cut, timeout_s=0)
+    assert not partial.finished
+    assert partial.run_id == whole.run_id  # the whole records before the cut are kept
 
 
 def test_history_config_and_identity_come_back_from_the_log(offline_env: Path) -> None:
