@@ -16,6 +16,7 @@ MODEL_PACKAGE_TESTS = {
         "//models/nn:patch_embed_test",
         "//models/nn:attention_test",
         "//models/nn:blocked_attention_test",
+        "//models/nn:onednn_linear_test",
         "//models/nn:precision_test",
         "//models/nn:varlen_test",
         "//models/nn:sequence_test",

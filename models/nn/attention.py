@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.nn import blocked_attention
+from models.nn import blocked_attention, onednn_linear
 from models.nn.varlen import Varlen, varlen_attention
 
 
@@ -49,14 +49,19 @@ class SelfAttention(nn.Module):
 
         With `varlen`, x is packed [N, D] and each sample attends within itself -> [N, D].
         """
+        # onednn_linear.linear is the layer's own forward except for bf16 inference on CPU,
+        # where it takes the bias inside the GEMM (models/nn/onednn_linear.py).
+        qkv = onednn_linear.linear(x, self.qkv)
         if varlen is not None:
-            q, k, v = self.qkv(x).unflatten(-1, (3, self.num_heads, -1)).unbind(1)
-            return self.proj(varlen_attention(q, k, v, varlen, varlen).flatten(1))
+            q, k, v = qkv.unflatten(-1, (3, self.num_heads, -1)).unbind(1)
+            return onednn_linear.linear(
+                varlen_attention(q, k, v, varlen, varlen).flatten(1), self.proj
+            )
         q, k, v = einops.rearrange(
-            self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads
+            qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads
         ).unbind(0)
         out = _sdpa(q, k, v, key_padding_mask)
-        return self.proj(einops.rearrange(out, "b h n d -> b n (h d)"))
+        return onednn_linear.linear(einops.rearrange(out, "b h n d -> b n (h d)"), self.proj)
 
 
 class CrossAttention(nn.Module):
@@ -110,6 +115,10 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, width)
 
     def forward(self, x: Tensor) -> Tensor:
+        exact_gelu = isinstance(self.act, nn.GELU) and self.act.approximate == "none"
+        if exact_gelu and onednn_linear.applies(x, self.fc1):  # bf16 inference on CPU
+            hidden = onednn_linear.linear(x, self.fc1, activation="gelu")
+            return onednn_linear.linear(hidden, self.fc2)
         return self.fc2(self.act(self.fc1(x)))
 
 

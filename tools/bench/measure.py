@@ -128,9 +128,21 @@ def _cpu_attention_backward_flops(
     )
 
 
+def _fused_linear_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs):
+    """oneDNN's linear (+ pointwise epilogue): input [..., K] x weight [N, K]."""
+    rows = 1
+    for size in input_shape[:-1]:
+        rows *= size
+    return 2 * rows * input_shape[-1] * weight_shape[0]
+
+
 def _extra_flop_formulas() -> dict:
     aten = torch.ops.aten
     formulas = {}
+    try:  # models/nn/onednn_linear.py runs it for bf16 inference on CPU
+        formulas[torch.ops.mkldnn._linear_pointwise] = _fused_linear_flops
+    except (AttributeError, RuntimeError):
+        pass
     forward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     backward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
     if forward is not None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from models.nn import onednn_linear, precision
 from tools.bench import measure
 
 
@@ -45,6 +46,20 @@ def test_a_linear_layer_costs_two_flops_per_multiply_add_forward_and_twice_that_
 
     multiply_adds = 8 * 16 * 32
     assert measure.count_flops(step) == 2 * multiply_adds * 3  # forward, grad input, grad weight
+
+
+def test_the_fused_onednn_linear_counts_as_the_linear_it_replaces():
+    if not onednn_linear.available():
+        pytest.skip("this PyTorch has no oneDNN fused linear")
+    layer = torch.nn.Linear(16, 32)
+    x = torch.randn(3, 8, 16)
+
+    def fused():
+        with precision.inference_precision(layer, "bf16", "cpu"):
+            assert onednn_linear.applies(x, layer)
+            onednn_linear.linear(x, layer, "gelu")
+
+    assert measure.count_flops(fused) == 2 * 3 * 8 * 16 * 32
 
 
 def test_cpu_attention_is_counted_with_torchs_attention_formulas():
