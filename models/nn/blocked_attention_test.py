@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.nn import blocked_attention, varlen
+from models.nn import blocked_attention, precision, varlen
 from models.nn.attention import SelfAttention
 from models.nn.varlen import Varlen
 
@@ -56,6 +56,8 @@ def test_strided_views_of_a_fused_projection_are_accepted():
 
 
 def test_applies_only_to_bf16_on_cpu_without_gradients():
+    if not precision.cpu_has_bf16_kernels():
+        pytest.skip("this CPU has no oneDNN bf16 kernels: SDPA is used throughout")
     q, k, v = _inputs(1, 1, 4, 4, 8)
     assert blocked_attention.applies(q, k, v)
     assert not blocked_attention.applies(q.float(), k.float(), v.float())
@@ -81,10 +83,13 @@ def test_packed_attention_takes_the_blocked_path_for_bf16_inference_only():
     lengths = Varlen.uniform_batch(2, 5, torch.device("cpu"))
     with torch.no_grad():
         packed = varlen.varlen_attention(q, k, v, lengths, lengths)
-    blocked = blocked_attention.blocked_attention(
-        *(t.unflatten(0, (2, 5)).transpose(1, 2) for t in (q, k, v))
+    batched = [t.unflatten(0, (2, 5)).transpose(1, 2) for t in (q, k, v)]
+    expected = (
+        blocked_attention.blocked_attention(*batched)
+        if precision.cpu_has_bf16_kernels()
+        else F.scaled_dot_product_attention(*batched)
     )
-    assert torch.equal(packed, blocked.transpose(1, 2).reshape(q.shape))
+    assert torch.equal(packed, expected.transpose(1, 2).reshape(q.shape))
     # With gradients needed, SDPA runs and gradients reach the inputs.
     trainable = q.clone().requires_grad_()
     varlen.varlen_attention(trainable, k, v, lengths, lengths).float().sum().backward()
@@ -102,3 +107,10 @@ def test_self_attention_in_bf16_autocast_inference_matches_fp32():
     assert out.dtype == torch.bfloat16
     cosine = F.cosine_similarity(out.float().flatten(), expected.flatten(), dim=0)
     assert cosine > 0.9995
+
+
+def test_a_cpu_without_bf16_kernels_keeps_sdpa(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_bf16_kernels", lambda: False)
+    q, k, v = _inputs(1, 1, 4, 4, 8)
+    with torch.no_grad():
+        assert not blocked_attention.applies(q, k, v)

@@ -22,13 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.nn import precision
+
 ACTIVATIONS = ("none", "gelu")
 
 
 @functools.cache
 def available() -> bool:
-    """This PyTorch has oneDNN and its fused linear op."""
-    if not torch.backends.mkldnn.is_available():
+    """This PyTorch has oneDNN's fused linear op and this CPU its bf16 kernels (without
+    them the op raises instead of running)."""
+    if not precision.cpu_has_bf16_kernels():
         return False
     try:
         torch.ops.mkldnn._linear_pointwise  # noqa: B018 - a lookup that raises when absent

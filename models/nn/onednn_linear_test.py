@@ -82,3 +82,18 @@ def test_mlp_in_bf16_inference_matches_fp32_and_autocast():
     torch.testing.assert_close(fused.float(), autocast.float(), atol=3e-2, rtol=2e-2)
     cosine = F.cosine_similarity(fused.float().flatten(), fp32.flatten(), dim=0)
     assert cosine > 0.9995
+
+
+def test_a_cpu_without_bf16_kernels_takes_the_eager_path(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_bf16_kernels", lambda: False)
+    onednn_linear.available.cache_clear()
+    try:
+        layer = _layer()
+        x = torch.randn(4, 32)
+        with precision.inference_precision(layer, "bf16", "cpu"):
+            assert not onednn_linear.applies(x, layer)
+            out = onednn_linear.linear(x, layer, "gelu")
+            expected = F.gelu(layer(x))
+        assert torch.equal(out, expected)
+    finally:
+        onednn_linear.available.cache_clear()
