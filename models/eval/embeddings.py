@@ -32,7 +32,7 @@ from models.data.dataset import DatasetItem
 from models.encoder.encoder import Encoder
 from models.modalities import modalities
 from models.modalities.samples import MaskedSample, MaskValue, Sample
-from models.nn.precision import check_precision, inference_precision
+from models.nn.precision import inference_precision
 
 DEFAULT_INPUT_MODALITIES = ("sentinel2_l2a", "sentinel1", "landsat")
 """The modalities the v1 encoder encodes; everything an evaluation feeds the encoder."""
@@ -164,7 +164,6 @@ def embed_items(
     (models/nn/precision.py): 1.9x fp32 for a base encoder on 2 AVX512-BF16 cores
     (tools/bench/embed.py), embeddings within cosine 0.99999 of fp32; pooling stays fp32.
     """
-    check_precision(precision)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not items:

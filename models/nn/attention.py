@@ -115,8 +115,9 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        exact_gelu = isinstance(self.act, nn.GELU) and self.act.approximate == "none"
-        if exact_gelu and onednn_linear.applies(x, self.fc1):  # bf16 inference on CPU
+        if isinstance(self.act, nn.GELU) and self.act.approximate == "none":
+            # Eager fc1 -> GELU -> fc2, or one fused kernel per layer for bf16 inference on
+            # CPU (models/nn/onednn_linear.py).
             hidden = onednn_linear.linear(x, self.fc1, activation="gelu")
             return onednn_linear.linear(hidden, self.fc2)
         return self.fc2(self.act(self.fc1(x)))

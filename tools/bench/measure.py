@@ -23,6 +23,7 @@ little.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -130,10 +131,7 @@ def _cpu_attention_backward_flops(
 
 def _fused_linear_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs):
     """oneDNN's linear (+ pointwise epilogue): input [..., K] x weight [N, K]."""
-    rows = 1
-    for size in input_shape[:-1]:
-        rows *= size
-    return 2 * rows * input_shape[-1] * weight_shape[0]
+    return 2 * math.prod(input_shape) * weight_shape[0]
 
 
 def _extra_flop_formulas() -> dict:
