@@ -38,6 +38,14 @@ def test_block_size_does_not_change_the_result():
     torch.testing.assert_close(one, whole, atol=1e-2, rtol=0)
 
 
+@pytest.mark.parametrize(
+    ("queries", "most", "rows"),
+    [(1152, 1152, 1152), (1153, 1152, 577), (2250, 1152, 1125), (5, 2, 2), (1, 512, 1), (0, 8, 1)],
+)
+def test_queries_are_split_into_the_fewest_equal_blocks(queries, most, rows):
+    assert blocked_attention.block_rows(queries, most) == rows
+
+
 def test_output_is_laid_out_for_merging_heads_without_a_copy():
     q, k, v = _inputs(2, 4, 6, 6, 8)
     out = blocked_attention.blocked_attention(q, k, v)
