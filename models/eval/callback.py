@@ -7,8 +7,13 @@ step's metrics. The callback runs before the metrics writer and the W&B logger (
 with the step they belong to; an evaluation step must therefore be a logging step, which
 `pre_train` checks (`interval` a multiple of the trainer's log_interval).
 
-Task data is loaded at the first evaluation and kept, so later evaluations only re-embed.
-Other ranks do not evaluate; they wait for rank 0 at the next collective of the step.
+Task data is loaded (generated, for the synthetic tasks, on a machine's first use) before the
+first step, so a run whose evaluation cannot work fails before it trains rather than at its
+first evaluation; it is kept, so every evaluation only re-embeds. Other ranks do not
+evaluate; they wait for rank 0 at the next collective of the step.
+
+In an experiment's config it is `trainer.callbacks.evaluator` (experiments/script.py), so
+`--trainer.callbacks.evaluator.interval=500` or `...evaluator.enabled=false` override it.
 The layering stays one way: eval imports train's Callback, train never imports eval.
 """
 
@@ -30,11 +35,13 @@ class EvaluatorCallbackConfig:
     evaluator: tasks and methods.
     interval: evaluate after every `interval` steps (>= 1).
     at_end: also evaluate after the last step.
+    enabled: False: the trainer does not build it (TrainerConfig.callbacks).
     """
 
     evaluator: EvaluatorConfig = dataclasses.field(default_factory=EvaluatorConfig)
     interval: int = 4000
     at_end: bool = True
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         if self.interval < 1:
@@ -62,6 +69,10 @@ class EvaluatorCallback(Callback):
                 f"of the trainer's log_interval ({log_interval}), or its scores would never "
                 "be written"
             )
+        if self.trainer.is_main:
+            self.evaluator = self.evaluator or self.config.evaluator.build()
+            for task in self.evaluator.tasks:
+                self.evaluator.task_data(task)
 
     def _due(self, step: int) -> bool:
         last = step >= self.trainer.max_steps

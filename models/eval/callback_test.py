@@ -1,5 +1,6 @@
 """The in-loop evaluator callback: scores reach metrics.jsonl through the trainer."""
 
+import dataclasses
 import json
 import types
 from pathlib import Path
@@ -13,6 +14,7 @@ from models.eval.knn import KnnConfig
 from models.eval.landcover import LandCoverTaskConfig
 from models.eval.linear_probe import LinearProbeConfig
 from models.train import pretrain, tiny_run
+from models.train.callbacks.callback import Callback
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +74,25 @@ def test_an_interval_that_skips_logging_steps_is_refused() -> None:
     callback.attach(types.SimpleNamespace(config=types.SimpleNamespace(log_interval=2)))
     with pytest.raises(ValueError, match="multiple of the trainer's log_interval"):
         callback.pre_train()
+
+
+def test_task_data_that_cannot_load_stops_the_run_before_its_first_step(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    config = tiny_run.tiny_config(tiny_data, tmp_path, "no_data", steps=2, global_batch_size=2)
+    missing = dataclasses.replace(
+        _evaluator(tiny_data).tasks[0], h5_dir=str(tmp_path / "no_such_tiles")
+    )
+    evaluation = callback_lib.EvaluatorCallbackConfig(
+        evaluator=dataclasses.replace(_evaluator(tiny_data), tasks=(missing,)), interval=1
+    )
+    steps_started: list[int] = []
+
+    class StepRecorder(Callback):
+        def pre_step(self, step: int) -> None:
+            steps_started.append(step)
+
+    with pytest.raises((FileNotFoundError, ValueError), match="no_such_tiles"):
+        pretrain.train(config, callbacks=[evaluation.build(), StepRecorder()])
+    assert steps_started == []
+    assert not list(tmp_path.rglob("step_*"))  # no checkpoint either

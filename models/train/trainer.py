@@ -102,6 +102,10 @@ class TrainerConfig:
         wandb: Weights & Biases logging.
         save_config: write the resolved config as config.yaml.
         plot_loss: write plots/loss.png at the end of training.
+        callbacks: further callbacks by name, as configs: each value has `build() ->
+            Callback` and may have `enabled` (False: not built). This is how a layer above
+            training adds its own callbacks to a run's config (models/eval's evaluator, as
+            `--trainer.callbacks.evaluator.interval=500`) without models/train importing it.
     """
 
     run: RunDirConfig
@@ -114,8 +118,21 @@ class TrainerConfig:
     wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
     save_config: bool = True
     plot_loss: bool = True
+    callbacks: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.callbacks = dict(self.callbacks)
+        for name, callback in self.callbacks.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(
+                    f"TrainerConfig.callbacks names must be non-empty strings, got {name!r}"
+                )
+            if not callable(getattr(callback, "build", None)):
+                raise ValueError(
+                    f"TrainerConfig.callbacks[{name!r}] is a {type(callback).__name__}, which has "
+                    "no build(): give a callback config (e.g. models.eval.callback."
+                    "EvaluatorCallbackConfig)"
+                )
         if self.log_interval < 1:
             raise ValueError(f"TrainerConfig.log_interval must be >= 1, got {self.log_interval}")
         if not isinstance(self.max_duration, Duration):
@@ -155,13 +172,18 @@ class TrainerConfig:
             )
         if self.plot_loss:
             standard.append(LossPlotCallback())
+        configured = [
+            callback.build()
+            for callback in self.callbacks.values()
+            if getattr(callback, "enabled", True)
+        ]
         return Trainer(
             config=self,
             train_module=train_module,
             data_loader=data_loader,
             run_dir=self.run.build(),
             env=env,
-            callbacks=[*standard, *callbacks],
+            callbacks=[*standard, *configured, *callbacks],
         )
 
 

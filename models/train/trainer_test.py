@@ -47,6 +47,20 @@ class _Recorder(Callback):
         self.log.append((self.name, "on_error", type(error).__name__))
 
 
+@dataclasses.dataclass
+class _RecorderConfig:
+    """A callback config as a run's config holds one (`TrainerConfig.callbacks`)."""
+
+    name: str
+    enabled: bool = True
+
+    def build(self) -> Callback:
+        return _Recorder(self.name, 0, CONFIGURED_LOG)
+
+
+CONFIGURED_LOG: list = []
+
+
 def _config(data_dir: Path, root: Path, name: str, steps: int, **kwargs):
     return tiny_run.tiny_config(data_dir, root, name, steps, drop_path=0.1, **kwargs)
 
@@ -159,3 +173,24 @@ def test_duration_and_trainer_config_validation() -> None:
     config = tiny_run.tiny_config(Path("."), Path("."), "x", 1).trainer
     with pytest.raises(ValueError, match="TrainerConfig.log_interval"):
         dataclasses.replace(config, log_interval=0)
+
+
+def test_callbacks_named_in_the_config_are_built_unless_disabled(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = _config(data_dir, tmp_path, "configured", steps=2)
+    trainer_config = dataclasses.replace(
+        config.trainer,
+        callbacks={"on": _RecorderConfig("on"), "off": _RecorderConfig("off", enabled=False)},
+    )
+    CONFIGURED_LOG.clear()
+    pretrain.train(dataclasses.replace(config, trainer=trainer_config))
+    assert ("on", "post_step", 2, True) in CONFIGURED_LOG
+    assert ("on", "post_train") in CONFIGURED_LOG
+    assert not [entry for entry in CONFIGURED_LOG if entry[0] == "off"]
+
+
+def test_a_configured_callback_without_build_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    config = _config(data_dir, tmp_path, "bad", steps=1)
+    with pytest.raises(ValueError, match=r"callbacks\['eval'\] is a dict, which has no build"):
+        dataclasses.replace(config.trainer, callbacks={"eval": {"interval": 5}})
