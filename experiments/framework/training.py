@@ -237,6 +237,14 @@ def summary(result: TrainResult, config: ExperimentConfig) -> str:
         f"  metrics      {result.metrics_path}",
         f"  loss plot    {result.loss_plot if result.loss_plot.exists() else '(not written)'}",
     ]
+    scores = {k: v for k, v in result.final_metrics.items() if k.startswith("eval/")}
+    if scores:
+        shown = ", ".join(
+            f"{key.removeprefix('eval/')} {value:.3f}"
+            for key, value in scores.items()
+            if not key.endswith("/seconds")
+        )
+        lines.append(f"  downstream   {shown} (step {result.steps}; also in metrics.jsonl)")
     if offline:
         lines.append(f"  W&B run      {offline[-1]} (offline; upload: wandb sync {offline[-1]})")
     elif wandb_runs:

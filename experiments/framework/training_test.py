@@ -59,6 +59,10 @@ def test_nano_trains_20_steps_on_cpu_into_a_complete_run_folder(workspace: Path)
     assert (run_dir / "checkpoints" / "step_20" / "model.pt").is_file()
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 21))
+    # The recipe's in-loop evaluator scores the encoder after the last step, in that step's record.
+    assert not any(key.startswith("eval/") for record in records[:-1] for key in record)
+    assert 0.0 <= records[-1]["eval/landcover/knn_accuracy"] <= 1.0
+    assert 0.0 <= records[-1]["eval/landcover/seg_miou"] <= 1.0
     assert config_io.load(run_dir / "config.yaml") == invocation.config
     assert "--trainer.max_steps=20" in (run_dir / "overrides.txt").read_text().splitlines()
     provenance = json.loads((run_dir / "provenance.json").read_text())
@@ -68,7 +72,7 @@ def test_nano_trains_20_steps_on_cpu_into_a_complete_run_folder(workspace: Path)
     )
     assert (run_dir / "plots" / "loss.png").is_file()
     summary = out.getvalue()
-    for what in ("checkpoints", "metrics", "W&B run", "loss plot"):
+    for what in ("checkpoints", "metrics", "W&B run", "loss plot", "downstream   landcover/"):
         assert what in summary
     assert str(run_dir) in summary
 
