@@ -85,8 +85,11 @@ def test_nano_completes_on_the_local_cluster_through_docker(launched):
     assert status.state is JobState.COMPLETED, logs[-4000:]
     assert "[run_image] runtime docker" in logs
     run_dir = work / "runs" / PROJECT / RUN
-    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    records = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(records) == 2
     assert (run_dir / "checkpoints" / "step_2").is_dir()
+    # The recipe's in-loop evaluation ran inside the container, after the last step.
+    assert 0.0 <= json.loads(records[-1])["eval/landcover/knn_accuracy"] <= 1.0
     (run,) = json.loads((run_dir / "provenance.json").read_text())["starts"]
     assert run["world_size"] == 2 and run["image"] == image and run["job_id"] == job_id
 

@@ -83,6 +83,9 @@ def test_nano_with_two_cpu_processes_completes_on_slurm(workspace, env, cluster)
     steps = _logged_steps(run_dir)
     assert steps == [1, 2]
     assert (run_dir / "checkpoints" / "step_2").is_dir()
+    # The recipe's in-loop evaluation ran on rank 0 inside the image, after the last step.
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0.0 <= last["eval/landcover/knn_accuracy"] <= 1.0
     provenance = json.loads((run_dir / "provenance.json").read_text())
     (run,) = provenance["starts"]
     assert run["world_size"] == 2  # torchrun rendezvous: two processes joined
