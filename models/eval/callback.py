@@ -72,6 +72,7 @@ class EvaluatorCallback(Callback):
         if self.trainer.is_main:
             self.evaluator = self.evaluator or self.config.evaluator.build()
             for task in self.evaluator.tasks:
+                logger.info("loading the data of evaluation task %s", task.name)
                 self.evaluator.task_data(task)
 
     def _due(self, step: int) -> bool:
@@ -86,6 +87,11 @@ class EvaluatorCallback(Callback):
         model = getattr(self.trainer.train_module, "model", None)
         if model is None:
             raise TypeError("the train module has no `model` attribute to evaluate")
+        logger.info(
+            "step %d: evaluating the encoder (%s) ...",
+            step,
+            ", ".join(task.name for task in self.evaluator.tasks),
+        )
         started = time.perf_counter()
         scores = self.evaluator.evaluate(encoder_of(model))
         logger.info(
