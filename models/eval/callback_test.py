@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.eval import callback as callback_lib
-from models.eval.evaluator import EvaluatorConfig
+from models.eval.evaluator import EvaluatorConfig, evaluate_checkpoint
 from models.eval.knn import KnnConfig
 from models.eval.landcover import LandCoverTaskConfig
 from models.eval.linear_probe import LinearProbeConfig
@@ -96,3 +96,25 @@ def test_task_data_that_cannot_load_stops_the_run_before_its_first_step(
         pretrain.train(config, callbacks=[evaluation.build(), StepRecorder()])
     assert steps_started == []
     assert not list(tmp_path.rglob("step_*"))  # no checkpoint either
+
+
+def test_in_loop_scores_equal_the_offline_scores_of_the_same_checkpoint(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    config = tiny_run.tiny_config(
+        tiny_data, tmp_path, "same", steps=2, global_batch_size=2, checkpoint_interval=2
+    )
+    in_loop = callback_lib.EvaluatorCallbackConfig(evaluator=_evaluator(tiny_data), interval=2)
+    callback = in_loop.build()
+    trainer = pretrain.train(config, callbacks=[callback])
+    (step, scores), *_ = callback.history
+    offline = evaluate_checkpoint(
+        config.model, Path(trainer.run_dir.path) / "checkpoints" / "step_2", _evaluator(tiny_data)
+    )
+    assert step == offline.step == 2
+    assert "eval/landcover/seg_miou" in scores
+    scores = {key: value for key, value in scores.items() if not key.endswith("/seconds")}
+    assert scores == pytest.approx(
+        {key: value for key, value in offline.metrics.items() if not key.endswith("/seconds")},
+        abs=1e-6,
+    )
