@@ -7,8 +7,9 @@
 
 One command: trains four short CPU runs through the experiments framework (each variant's own
 `build_model_config`, so the model change is exactly the variant's) with the downstream
-evaluator in the loop at mid-run, scores each final checkpoint with the offline evaluator
-(`evaluate_checkpoint`, recorded in the run folder), then writes the comparison report with
+evaluator in the loop at mid-run (`trainer.callbacks.evaluator`, in place of the recipe's),
+scores each final checkpoint with the offline evaluator (`evaluate_checkpoint`, recorded in
+the run folder), then writes the comparison report with
 `//tools:compare`. Both evaluation paths feed the report.
 
 What is shrunk for 2 CPU cores (identical for the four runs, so the comparison stays fair):
@@ -106,6 +107,9 @@ def example_config(experiment: str, args: argparse.Namespace) -> Any:
                 interval=args.steps, keep_last=1, permanent_interval=None
             ),
             wandb=WandbConfig(enabled=True, mode="offline"),
+            # The example's own evaluator replaces the recipe's (which would score each run
+            # a second time, on 256 tiles, after its last step).
+            callbacks={"evaluator": evaluation(args)},
         ),
     )
 
@@ -158,16 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tools.compare import compare
 
     torch.set_num_threads(args.threads)
-    callback_config = evaluation(args)
-    evaluator = callback_config.evaluator.build()  # one task load for the four runs
+    evaluator = evaluation(args).evaluator.build()  # one task load for the offline scores
     for experiment in args.experiments:
         run_dir = args.run_root / args.project / experiment
         if _finished(run_dir, args.steps):
             logging.info("%s already trained %d steps: reusing it", experiment, args.steps)
         else:
-            callback = callback_config.build()
-            callback.evaluator = evaluator
-            result = training.train(example_config(experiment, args), callbacks=[callback])
+            result = training.train(example_config(experiment, args))
             logging.info("%s: %d steps in %.0f s", experiment, result.steps, result.seconds)
         if not (run_dir / "eval" / f"downstream_step_{args.steps}.json").is_file():
             model = example_config(experiment, args).model

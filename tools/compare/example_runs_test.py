@@ -35,3 +35,13 @@ def test_at_size_changes_only_the_shape_fields() -> None:
     base = LatentMIMConfig.from_size("base_shallow_decoder")
     small = example_runs.at_size(base, "nano")
     assert dataclasses.replace(small.encoder, width=768, depth=12, num_heads=12) == base.encoder
+
+
+def test_runs_are_scored_in_the_loop_once_at_mid_run() -> None:
+    args = _args()
+    callbacks = example_runs.example_config("base", args).trainer.callbacks
+    assert list(callbacks) == ["evaluator"]  # the example's evaluator replaces the recipe's
+    (task,) = callbacks["evaluator"].evaluator.tasks
+    assert task.num_samples == args.eval_samples
+    assert callbacks["evaluator"].interval == args.steps // 2
+    assert not callbacks["evaluator"].at_end  # the final checkpoint is scored offline
