@@ -251,6 +251,13 @@ def main(argv: list[str] | None = None) -> None:
         ):
             cpu = f" ({speed(ours, theirs, 'median_cpu')})" if device.type == "cpu" else ""
             print(f"  {ours} / {theirs}: {speed(ours, theirs)}{cpu}")
+        # What no implementation of these FLOPs can beat: all of them at the bf16 matmul peak
+        # (softmax, norms and casts free) against the reference's measured fp32 time.
+        bound = flops["ours bf16"] / (peaks["bf16"].wall * 1e9)
+        print(
+            f"  bound for ours bf16 / reference fp32 (every FLOP at the bf16 matmul peak, "
+            f"{bound:.3f} s/batch): {timings['reference fp32'].median / bound:.2f}x"
+        )
 
 
 if __name__ == "__main__":
