@@ -3,7 +3,9 @@
 A config test must exercise the experiment's own classes (its encoder subclass, its loss
 choice, its modalities) but fit in seconds on 2 cores, so `tiny_config` keeps every class
 and shrinks only sizes: model width 32 and depth 1, 2-instance batches, a 64-token budget,
-16-pixel synthetic samples with 3 timesteps, no warmup, one step, no W&B.
+16-pixel synthetic samples with 3 timesteps, no warmup, one step, no W&B. An in-loop
+evaluator keeps running, on the tiny samples (`tiny_evaluator`): the recipe's held-out tiles
+would be generated into the user's cache, which a Bazel test cannot write.
 """
 
 from __future__ import annotations
@@ -50,6 +52,40 @@ def tiny_model(model: Any) -> Any:
     return dataclasses.replace(model, encoder=encoder, decoder=decoder)
 
 
+def tiny_evaluator(h5_dir: str | Path, patch_size: int = 4, timesteps: int | None = None) -> Any:
+    """models/eval's evaluator scoring the land cover of `h5_dir`'s own samples (half of them
+    to fit, half to score), with a 1-NN and 2-epoch probes: seconds, and no file written.
+
+    Args:
+        patch_size: must divide the samples' size (4 for `write_tiny_dataset`'s 16 pixels).
+        timesteps: how many leading timesteps to feed; None: TINY_TIMESTEPS.
+    """
+    from models.eval.evaluator import EvaluatorConfig
+    from models.eval.knn import KnnConfig
+    from models.eval.landcover import LandCoverTaskConfig
+    from models.eval.linear_probe import LinearProbeConfig
+
+    steps = tuple(range(TINY_TIMESTEPS if timesteps is None else timesteps))
+    task = LandCoverTaskConfig(h5_dir=str(h5_dir), patch_size=patch_size, timesteps=steps)
+    return EvaluatorConfig(
+        tasks=(task,),
+        knn=KnnConfig(k=1),
+        linear_probe=LinearProbeConfig(epochs=2, batch_size=2),
+        batch_size=2,
+    )
+
+
+def with_evaluator(trainer: Any, evaluator: Any) -> Any:
+    """`trainer` (a TrainerConfig) whose configured evaluator callbacks score with `evaluator`."""
+    callbacks = {
+        name: dataclasses.replace(callback, evaluator=evaluator)
+        if hasattr(callback, "evaluator")
+        else callback
+        for name, callback in trainer.callbacks.items()
+    }
+    return dataclasses.replace(trainer, callbacks=callbacks)
+
+
 def tiny_config(config: ExperimentConfig, h5_dir: str | Path, run_root: str | Path) -> Any:
     """`config` shrunk to one CPU step of 2 instances on `h5_dir`, writing under `run_root`."""
     from models.train.trainer import Duration
@@ -69,7 +105,7 @@ def tiny_config(config: ExperimentConfig, h5_dir: str | Path, run_root: str | Pa
         scheduler=dataclasses.replace(config.train_module.scheduler, warmup_steps=0),
     )
     trainer = dataclasses.replace(
-        config.trainer,
+        with_evaluator(config.trainer, tiny_evaluator(h5_dir)),
         run=dataclasses.replace(config.trainer.run, root=str(run_root)),
         max_duration=Duration.steps(1),
         wandb=dataclasses.replace(config.trainer.wandb, enabled=False),
