@@ -95,13 +95,23 @@ def test_nano_with_two_cpu_processes_completes_on_slurm(workspace, env, cluster)
     assert registry.get_manifest(commit)[1] == image.rsplit("@", 1)[1]
 
 
+def _newest_checkpoint_step(run_dir: Path) -> int:
+    """The highest N of the `step_<N>` folders (0 with none; other names are skipped)."""
+    names = (path.name for path in (run_dir / "checkpoints").glob("step_*"))
+    return max((int(m.group(1)) for n in names if (m := re.fullmatch(r"step_(\d+)", n))), default=0)
+
+
 def test_a_requeued_job_resumes_from_its_checkpoint(workspace, env, cluster):
     run = "nano_e2e_requeue"
+    # 60 steps keep the job running for a few seconds past its second checkpoint (a smoke step
+    # takes about 0.3 s), so the requeue lands mid-run; with the newest checkpoint kept, a
+    # given step's checkpoint lives for one step only, too short to wait for.
+    max_steps = 60
     overrides = [o for o in testing.NANO_SMOKE_OVERRIDES if not o.startswith("--trainer.max_")]
     result = testing.run_experiment(
         workspace,
         "nano",
-        ["launch", run, "slurm", "--launch.num_gpus=2", "--trainer.max_steps=6",
+        ["launch", run, "slurm", "--launch.num_gpus=2", f"--trainer.max_steps={max_steps}",
          f"--trainer.callbacks.wandb.project={PROJECT}", *overrides,
          # resume is the subject here; the other test checks the in-loop evaluation
          "--trainer.callbacks.evaluator.enabled=false"],
@@ -110,20 +120,20 @@ def test_a_requeued_job_resumes_from_its_checkpoint(workspace, env, cluster):
     assert result.returncode == 0, result.stderr[-4000:]
     job_id = re.search(r"job id\s+(\d+)", result.stderr).group(1)
     run_dir = workspace / "runs" / PROJECT / run
-    # 10 minutes, as for a whole job: with the three e2e tests in parallel on 2 cores (their
-    # jobs evaluating), reaching step 2 once took over 5.
-    deadline = time.monotonic() + 600
-    while not (run_dir / "checkpoints" / "step_2").exists():
-        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
-        time.sleep(0.5)
+    backend = SlurmBackend(cluster.conf, testing.real_home() / ".cache/terra-lab/jobs/slurm")
+    deadline = time.monotonic() + 600  # as for a whole job: the e2e tests share 2 cores
+    while _newest_checkpoint_step(run_dir) < 2:
+        assert time.monotonic() < deadline, "no checkpoint of step 2 or later within 10 minutes"
+        time.sleep(0.1)
     # What a preemption does: Slurm puts the job back in the queue and starts it again.
     subprocess.run(["scontrol", "requeue", job_id], env=cluster.env(), check=True)
-    backend = SlurmBackend(cluster.conf, testing.real_home() / ".cache/terra-lab/jobs/slurm")
     status = testing.wait_for_job(backend, job_id, timeout_s=600)
     assert status.state is JobState.COMPLETED, backend.logs(job_id)[-4000:]
-    assert "restarts 1" in status.detail
+    assert "restarts 1" in status.detail, "the job ended before the requeue reached it"
     starts = json.loads((run_dir / "provenance.json").read_text())["starts"]
     assert [start["job_id"] for start in starts] == [job_id, job_id]  # one job, two starts
-    # Resumed, not restarted: a restart from scratch would log steps 1 and 2 a second time.
-    assert _logged_steps(run_dir) == [1, 2, 3, 4, 5, 6]
+    # Resumed, not restarted: the second start began at a checkpoint, and the metrics read
+    # as one run (a restart from scratch would log step 1 again).
+    assert starts[0]["resumed_at_step"] == 0 and starts[1]["resumed_at_step"] >= 2
+    assert _logged_steps(run_dir) == list(range(1, max_steps + 1))
     assert "resumed from /app/runs/" in backend.logs(job_id)
