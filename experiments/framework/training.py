@@ -91,7 +91,9 @@ class RunRecordCallback(Callback):
     that fails to take the run folder's lock never overwrites the first one's records.
     """
 
-    priority = 90
+    # After the checkpointer's pre_train (-100), which resumes: `trainer.step` is then the
+    # step this start continues from (at 90 it was always 0, the value before the resume).
+    priority = -110
 
     def __init__(
         self,

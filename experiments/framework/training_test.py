@@ -121,3 +121,19 @@ def test_a_cpu_step_gets_the_cores_the_loader_workers_leave() -> None:
     assert training.cpu_threads_for(1, {}) == max(1, cores - 1)
     assert training.cpu_threads_for(cores + 3, {}) == 1
     assert training.cpu_threads_for(0, {"OMP_NUM_THREADS": "4"}) is None
+
+
+def test_provenance_records_the_step_each_start_resumed_from(tmp_path: Path) -> None:
+    from models.train.trainer import Duration
+
+    h5_dir = testing.write_tiny_dataset(tmp_path / "data")
+    config, _ = testing.experiment_config(NANO)
+    one_step = testing.tiny_config(config, h5_dir, tmp_path / "runs")
+    two_steps = dataclasses.replace(
+        one_step, trainer=dataclasses.replace(one_step.trainer, max_duration=Duration.steps(2))
+    )
+    for run_config in (one_step, two_steps):  # the second start resumes from step 1
+        record = training.RunRecordCallback("nano", "local", [], tmp_path)
+        result = training.train(run_config, callbacks=[record])
+    starts = json.loads((result.run_dir / "provenance.json").read_text())["starts"]
+    assert [start["resumed_at_step"] for start in starts] == [0, 1]
