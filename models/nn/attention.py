@@ -20,9 +20,9 @@ from models.nn.varlen import Varlen, varlen_attention
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
     """q [B, heads, Nq, Dh], k/v [B, heads, Nk, Dh], mask [B, Nk] (True = attend)."""
-    if key_padding_mask is None and blocked_attention.applies(q, k, v):
-        return blocked_attention.blocked_attention(q, k, v)  # bf16 inference on CPU: 1.6x
-    attn_mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+    if key_padding_mask is None:  # bf16 inference on CPU takes the blocked form: 1.6x
+        return blocked_attention.attention(q, k, v)
+    attn_mask = key_padding_mask[:, None, None, :]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
 
 

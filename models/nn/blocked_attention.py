@@ -23,6 +23,7 @@ needs a gradient (`applies`). Shapes: B batch, heads, L tokens, Dh head width.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from models.nn import precision
@@ -54,6 +55,14 @@ def applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
     if k.dtype != torch.bfloat16 or v.dtype != torch.bfloat16:
         return False
     return not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Unmasked softmax attention of [B, heads, L, Dh] tensors: `blocked_attention` where it
+    `applies` (bf16 inference on CPU), else SDPA."""
+    if applies(q, k, v):
+        return blocked_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
 
 
 def blocked_attention(q: Tensor, k: Tensor, v: Tensor, query_block: int = QUERY_BLOCK) -> Tensor:

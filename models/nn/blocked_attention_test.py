@@ -122,3 +122,12 @@ def test_a_cpu_without_bf16_kernels_keeps_sdpa(monkeypatch):
     q, k, v = _inputs(1, 1, 4, 4, 8)
     with torch.no_grad():
         assert not blocked_attention.applies(q, k, v)
+
+
+def test_attention_takes_the_blocked_form_only_where_it_applies():
+    q, k, v = _inputs(1, 2, 6, 6, 8)
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    assert torch.equal(blocked_attention.attention(q.float(), k.float(), v.float()), expected)
+    if precision.cpu_has_bf16_kernels():
+        blocked = blocked_attention.blocked_attention(q, k, v)
+        assert torch.equal(blocked_attention.attention(q, k, v), blocked)

@@ -28,7 +28,6 @@ import functools
 import itertools
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from models.nn import blocked_attention
@@ -138,14 +137,6 @@ def _batched(packed: Tensor, varlen: Varlen) -> Tensor:
     return packed.unflatten(0, (varlen.batch_size, varlen.max_len)).transpose(1, 2)
 
 
-def _attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Unmasked attention of [B, heads, L, Dh] tensors: SDPA, or for bf16 inference on CPU
-    the blocked GEMM form, 1.6x faster there (models/nn/blocked_attention.py)."""
-    if blocked_attention.applies(q, k, v):
-        return blocked_attention.blocked_attention(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v)
-
-
 def varlen_attention(
     q: Tensor, k: Tensor, v: Tensor, q_varlen: Varlen, kv_varlen: Varlen
 ) -> Tensor:
@@ -165,7 +156,9 @@ def varlen_attention(
             f"queries have {q_varlen.batch_size} samples but keys have {kv_varlen.batch_size}"
         )
     if q_varlen.is_uniform and kv_varlen.is_uniform:
-        out = _attention(_batched(q, q_varlen), _batched(k, kv_varlen), _batched(v, kv_varlen))
+        out = blocked_attention.attention(
+            _batched(q, q_varlen), _batched(k, kv_varlen), _batched(v, kv_varlen)
+        )
         return out.transpose(1, 2).reshape(q.shape)
     if _use_flash_varlen(q):
         return _flash_varlen_attn(
@@ -190,7 +183,7 @@ def varlen_attention(
             continue
         if n_kv == 0:
             raise ValueError("a sample with queries has no key to attend to")
-        out = _attention(
+        out = blocked_attention.attention(
             q_b.transpose(0, 1)[None], k_b.transpose(0, 1)[None], v_b.transpose(0, 1)[None]
         )
         outputs.append(out[0].transpose(0, 1))
