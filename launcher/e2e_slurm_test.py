@@ -18,6 +18,7 @@ from launcher import testing
 from launcher.backends.backend import JobState
 from launcher.backends.slurm import SlurmBackend
 from launcher.registry.client import RegistryClient
+from models.train import checkpoint
 
 SOURCE = Path(__file__).resolve().parents[1]
 PROJECT = "2026_01_01_launcher_e2e"
@@ -96,9 +97,9 @@ def test_nano_with_two_cpu_processes_completes_on_slurm(workspace, env, cluster)
 
 
 def _newest_checkpoint_step(run_dir: Path) -> int:
-    """The highest N of the `step_<N>` folders (0 with none; other names are skipped)."""
-    names = (path.name for path in (run_dir / "checkpoints").glob("step_*"))
-    return max((int(m.group(1)) for n in names if (m := re.fullmatch(r"step_(\d+)", n))), default=0)
+    """The step of the run's newest complete checkpoint (0 with none)."""
+    found = checkpoint.list_complete(run_dir / "checkpoints")
+    return found[-1][0] if found else 0
 
 
 def test_a_requeued_job_resumes_from_its_checkpoint(workspace, env, cluster):
@@ -121,7 +122,7 @@ def test_a_requeued_job_resumes_from_its_checkpoint(workspace, env, cluster):
     job_id = re.search(r"job id\s+(\d+)", result.stderr).group(1)
     run_dir = workspace / "runs" / PROJECT / run
     backend = SlurmBackend(cluster.conf, testing.real_home() / ".cache/terra-lab/jobs/slurm")
-    deadline = time.monotonic() + 600  # as for a whole job: the e2e tests share 2 cores
+    deadline = time.monotonic() + 600  # as long as `wait_for_job` gives a whole job
     while _newest_checkpoint_step(run_dir) < 2:
         assert time.monotonic() < deadline, "no checkpoint of step 2 or later within 10 minutes"
         time.sleep(0.1)

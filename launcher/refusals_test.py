@@ -62,7 +62,7 @@ def _world(slurm) -> dict[str, object]:
 
 def _assert_nothing_added(before: dict[str, object], slurm) -> None:
     """No image, tag or job appeared since `before`. Things may disappear: Slurm forgets a
-    finished job after MinJobAge (300 s), also one of an e2e test running beside this one."""
+    finished job after MinJobAge (300 s), e.g. one of the e2e test that ran just before."""
     after = _world(slurm)
     added = {key: sorted(set(after[key]) - set(before[key])) for key in after}
     assert not any(added.values()), f"a refused launch added {added}"
