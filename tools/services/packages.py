@@ -17,8 +17,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tools.services import process
+
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+# Serializes our installs: two services starting at once would otherwise race on policy-rc.d
+# (one removing it while the other's packages are still being configured).
+INSTALL_LOCK = Path("/run/lock/terra-lab-packages.lock")
 _DENY_ALL = "#!/bin/sh\n# terra-lab tools/services: no daemon starts during installs.\nexit 101\n"
+
+
+class MissingPackages(RuntimeError):
+    """Packages are missing and we are not root: the message is one line with the command."""
+
+    def __init__(self, packages: list[str]) -> None:
+        self.packages = list(packages)
+        self.command = f"sudo apt-get update && sudo apt-get install -y {' '.join(packages)}"
+        super().__init__(
+            f"missing Debian packages: {' '.join(packages)}; install them as root: {self.command}"
+        )
 
 
 def missing(packages: list[str]) -> list[str]:
@@ -28,7 +44,9 @@ def missing(packages: list[str]) -> list[str]:
         query = subprocess.run(
             ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True
         )
-        if query.returncode != 0 or not query.stdout.endswith("installed"):
+        # "install ok installed"; a removed package reads "deinstall ok config-files" or
+        # "unknown ok not-installed", which also ends with "installed".
+        if query.returncode != 0 or query.stdout.split()[-1:] != ["installed"]:
             result.append(package)
     return result
 
@@ -40,10 +58,14 @@ def ensure_installed(needs: dict[str, str]) -> None:
     if not absent:
         return
     if os.geteuid() != 0:
-        raise RuntimeError(
-            f"missing Debian packages: {' '.join(absent)}. Install them as root:\n"
-            f"  sudo apt-get update && sudo apt-get install -y {' '.join(absent)}"
-        )
+        raise MissingPackages(absent)
+    with process.exclusive_lock(INSTALL_LOCK):
+        absent = missing(wanted)  # another process may have installed them while we waited
+        if absent:
+            _install(absent)
+
+
+def _install(absent: list[str]) -> None:
     print(f"[services] installing {' '.join(absent)} (first use on this machine)", file=sys.stderr)
     own_policy = not POLICY_RC_D.exists()
     if own_policy:

@@ -7,12 +7,14 @@ never matches processes by name.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _SYSTEM_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/local/bin", "/usr/bin", "/bin")
@@ -25,6 +27,23 @@ def program(name: str) -> str:
     if found is None:
         raise FileNotFoundError(f"{name} is not installed (looked in $PATH and {_SYSTEM_DIRS})")
     return found
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `lock_file` (created if missing) for the `with` block.
+
+    A service's check-install-start sequence runs under it: two launches on a fresh machine
+    would otherwise both find no daemon and both start one, and the loser (which cannot bind
+    the port) would leave its pid in the pid file and the winner running as an orphan. The
+    kernel drops the lock when its holder exits, however it exits, so a crash leaves nothing
+    to clean up. Daemons do not inherit it: Popen closes every other descriptor.
+    """
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def check_proc_is_ours() -> None:

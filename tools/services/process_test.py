@@ -1,5 +1,6 @@
 """Pid-file daemons: started in their own session, trusted only while the pid runs our program."""
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -73,3 +74,29 @@ def test_a_started_daemon_is_recognised_at_once_every_time(tmp_path):
         )
         assert process.running_pid(pid_file, "sleep") == pid
         assert process.stop_daemon(pid_file, "sleep") is True
+
+
+def test_the_lock_excludes_other_holders_and_is_not_inherited_by_daemons(tmp_path):
+    lock_file = tmp_path / "service.lock"
+    pid_file = tmp_path / "sleep.pid"
+
+    def try_lock() -> bool:
+        with open(lock_file, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+    with process.exclusive_lock(lock_file):
+        assert not try_lock()  # another open file (another starter) must wait
+        process.start_daemon(
+            ["sleep", "60"], pid_file, tmp_path / "sleep.log", ready=lambda: True, timeout_s=10
+        )
+    try:
+        # The daemon outlives the block; had it inherited the descriptor, it would hold the
+        # lock for as long as it runs and every later start would hang.
+        assert process.running_pid(pid_file, "sleep") is not None
+        assert try_lock()
+    finally:
+        process.stop_daemon(pid_file, "sleep")

@@ -8,7 +8,8 @@
 Each service installs its Debian packages on first use (as root; tools/services/packages.py),
 keeps all its state under one directory (default `${XDG_CACHE_HOME:-~/.cache}/terra-lab/
 services/<service>`), records one pid file per daemon and is stopped by those pids only.
-`start` on a running service and `stop` on a stopped one do nothing. Everything listens on
+`start` on a running service and `stop` on a stopped one do nothing; both hold an exclusive
+lock on `<state>/service.lock`, so concurrent starts leave one daemon. Everything listens on
 loopback or on a Unix socket inside the state directory:
 
 - registry: `docker-registry serve` (distribution 2.8), http://127.0.0.1:5000;
@@ -21,6 +22,7 @@ loopback or on a Unix socket inside the state directory:
 
 from __future__ import annotations
 
+import abc
 import argparse
 import dataclasses
 import http.client
@@ -61,8 +63,44 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+class _Service(abc.ABC):
+    """`start` and `stop` of a service run under an exclusive lock in its state directory.
+
+    Launches on a fresh machine start services concurrently (two experiments launched at
+    once, an e2e test beside a developer's launch); without the lock both would find no daemon
+    and both start one, leaving a pid file that names the loser and an orphan holding the
+    port. Under it, the second caller waits, then finds the first one's daemon running.
+    """
+
+    state_dir: Path
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / "service.lock"
+
+    def start(self) -> str:
+        """Start the service unless it runs already (idempotent); where clients reach it."""
+        with process.exclusive_lock(self.lock_file):
+            return self._start()
+
+    def stop(self) -> bool:
+        """Stop the daemons this service started; True if any was running."""
+        if not self.state_dir.exists():
+            return False  # never started here (and the lock would create the folder)
+        with process.exclusive_lock(self.lock_file):
+            return self._stop()
+
+    @abc.abstractmethod
+    def _start(self) -> str:
+        """`start` without the lock."""
+
+    @abc.abstractmethod
+    def _stop(self) -> bool:
+        """`stop` without the lock."""
+
+
 @dataclasses.dataclass
-class Registry:
+class Registry(_Service):
     """docker-registry (CNCF distribution v2) storing blobs under `<state>/data`."""
 
     state_dir: Path
@@ -88,7 +126,7 @@ class Registry:
         except (urllib.error.URLError, OSError):
             return False
 
-    def start(self) -> str:
+    def _start(self) -> str:
         if self.running() and self.healthy():
             return self.url
         packages.ensure_installed({"registry": "docker-registry"})
@@ -117,7 +155,7 @@ class Registry:
         )
         return self.url
 
-    def stop(self) -> bool:
+    def _stop(self) -> bool:
         return process.stop_daemon(self.pid_file, self.program)
 
 
@@ -133,7 +171,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 @dataclasses.dataclass
-class Docker:
+class Docker(_Service):
     """dockerd with its data, exec root and API socket inside the state directory."""
 
     state_dir: Path
@@ -167,7 +205,7 @@ class Docker:
         finally:
             connection.close()
 
-    def start(self) -> str:
+    def _start(self) -> str:
         if self.running() and self.healthy():
             return self.docker_host
         packages.ensure_installed({"dockerd": "docker.io"})
@@ -197,12 +235,12 @@ class Docker:
         )
         return self.docker_host
 
-    def stop(self) -> bool:
+    def _stop(self) -> bool:
         return process.stop_daemon(self.pid_file, self.program, timeout_s=60)
 
 
 @dataclasses.dataclass
-class Slurm:
+class Slurm(_Service):
     """munged + slurmctld + slurmd: a one-node cluster named `terra-dev`."""
 
     state_dir: Path
@@ -319,7 +357,7 @@ PartitionName=batch Nodes=localhost Default=NO MaxTime=INFINITE State=UP
             timeout_s=20,
         )
 
-    def start(self) -> str:
+    def _start(self) -> str:
         if self.running() and self.healthy():
             return str(self.conf)
         packages.ensure_installed({"slurmctld": "slurm-wlm", "munged": "munge"})
@@ -368,7 +406,7 @@ PartitionName=batch Nodes=localhost Default=NO MaxTime=INFINITE State=UP
             time.sleep(0.3)
         return str(self.conf)
 
-    def stop(self) -> bool:
+    def _stop(self) -> bool:
         stopped = False
         for daemon in ("slurmd", "slurmctld", "munged"):
             stopped |= process.stop_daemon(self._pid(daemon), daemon)

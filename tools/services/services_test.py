@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.services import services
+from tools.services import packages, process, services
 
 
 @pytest.fixture
@@ -51,6 +52,63 @@ def test_registry_starts_once_listens_on_loopback_and_stops_by_pid(state_root):
         assert registry.stop() is True
     assert not registry.running() and not registry.healthy()
     assert registry.stop() is False
+
+
+def _registry_processes(config: Path) -> list[int]:
+    """Pids of the docker-registry processes serving `config` (found through /proc)."""
+    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    return [
+        pid
+        for pid in pids
+        if (argv := process.cmdline(pid))
+        and os.path.basename(argv[0]) == "docker-registry"
+        and str(config) in argv
+    ]
+
+
+_START_AT_ONCE = """
+import sys, time
+from pathlib import Path
+from tools.services import packages, process, services
+start_at = float(sys.argv[3])
+registry = services.Registry(Path(sys.argv[1]), sys.argv[2])
+time.sleep(max(0.0, start_at - time.time()))
+print(registry.start())
+"""
+
+
+def test_concurrent_registry_starts_leave_one_daemon_named_by_the_pid_file(state_root):
+    # Without the service lock, every starter found no daemon and started one: the losers
+    # could not bind the port, and the pid file named one of them while the winner ran on.
+    registry = services.Registry(state_root / "registry", "127.0.0.1:5057")
+    packages.ensure_installed({"registry": "docker-registry"})  # before the race, not in it
+    start_at = time.time() + 1.5  # the interpreters are up by then, so the starts coincide
+    starters = [
+        subprocess.Popen(
+            [sys.executable, "-c", _START_AT_ONCE, str(registry.state_dir), registry.address,
+             str(start_at)],
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]  # fmt: skip
+    try:
+        for starter in starters:
+            out, err = starter.communicate(timeout=120)
+            assert starter.returncode == 0, err
+            assert out.strip() == "http://127.0.0.1:5057"
+        config = registry.state_dir / "config.yml"
+        (pid,) = _registry_processes(config)
+        assert _pid(registry.pid_file) == pid
+        assert registry.running() and registry.healthy()
+        assert registry.start() == "http://127.0.0.1:5057"  # a later start does nothing
+        assert _registry_processes(config) == [pid] and _pid(registry.pid_file) == pid
+    finally:
+        assert registry.stop() is True
+    assert _registry_processes(registry.state_dir / "config.yml") == []
+    assert not registry.pid_file.exists()
 
 
 def test_registry_refuses_a_non_loopback_address(state_root):
