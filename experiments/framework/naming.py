@@ -13,12 +13,12 @@ from __future__ import annotations
 import datetime
 import re
 
-_PROJECT = re.compile(r"^(\d{4})_(\d{2})_(\d{2})_([a-z0-9][a-z0-9_]*)$")
-_BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._/-]*$")
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+from models.names import names
+
+_BRANCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._/-]*")
 
 
-class NamingError(ValueError):
+class NamingError(names.InvalidNameError):
     """A name breaks one of the guide's rules; the message shows a valid example."""
 
 
@@ -31,7 +31,7 @@ def dated_project(description: str, day: datetime.date | None = None) -> str:
 
 def suggest_project(project: str, day: datetime.date | None = None) -> str:
     """A valid project close to what was typed: today's date + its description."""
-    description = re.sub(r"^\d{2,4}[-_./]\d{1,2}[-_./]\d{1,2}[-_]?", "", project)
+    description = re.sub(r"^\d{2,4}[-_./]\d{1,2}[-_./]\d{1,2}[-_]?", "", project)[:60]
     if not re.search(r"[a-z]", description.lower()):
         description = "per_modality_projection_experiments"
     return dated_project(description, day)
@@ -39,31 +39,18 @@ def suggest_project(project: str, day: datetime.date | None = None) -> str:
 
 def validate_wandb_project(project: str, option: str = "--trainer.callbacks.wandb.project") -> str:
     """Raise NamingError unless `project` is `YYYY_MM_DD_description` with a real date."""
-    example = suggest_project(project)
-    match = _PROJECT.match(project)
-    if match is None:
-        raise NamingError(
-            f"W&B project {project!r} must be YYYY_MM_DD_description (lowercase letters, "
-            f"digits and '_' after the date). Type for example: {option}={example}"
-        )
-    year, month, day, _ = match.groups()
-    try:
-        datetime.date(int(year), int(month), int(day))
-    except ValueError:
-        raise NamingError(
-            f"W&B project {project!r} starts with {year}_{month}_{day}, which is not a real "
-            f"date. Type for example: {option}={example}"
-        ) from None
+    problem = names.project_problem(project)
+    if problem is not None:
+        example = suggest_project(project if isinstance(project, str) else "")
+        raise NamingError(f"{problem}. Type for example: {option}={example}")
     return project
 
 
 def validate_run_name(run_name: str, experiment: str) -> str:
     """Raise NamingError unless `run_name` is a clean name that contains `experiment`."""
-    if not _RUN_NAME.match(run_name):
-        raise NamingError(
-            f"run name {run_name!r} may use letters, digits, '.', '_' and '-' only (it names "
-            f"a folder and a W&B run). Type for example: {experiment}"
-        )
+    problem = names.run_name_problem(run_name)
+    if problem is not None:
+        raise NamingError(f"{problem}. Type for example: {experiment}")
     if experiment not in run_name:
         raise NamingError(
             f"run name {run_name!r} does not contain the experiment name {experiment!r}, so it "
@@ -77,7 +64,7 @@ def branch_name_warning(branch: str | None) -> str | None:
     """A warning text when `branch` is not `<user>/<description>`, else None."""
     if branch is None or branch == "HEAD":
         return None  # detached or not a git checkout: nothing to say
-    if _BRANCH.match(branch):
+    if _BRANCH.fullmatch(branch):
         return None
     return (
         f"branch {branch!r} is not named <user>/<description> (e.g. "

@@ -26,6 +26,7 @@ import subprocess
 from pathlib import Path
 
 from launcher.backends.backend import Backend, JobSpec, JobState, JobStatus
+from models.names import names
 
 _STATES = {
     "PENDING": JobState.PENDING,
@@ -75,7 +76,13 @@ class SlurmBackend(Backend):
         return env
 
     def _run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(list(command), env=self._env(), capture_output=True, text=True)
+        try:
+            result = subprocess.run(list(command), env=self._env(), capture_output=True, text=True)
+        except FileNotFoundError:
+            raise SlurmError(
+                f"Slurm's `{command[0]}` is not installed here; start the dev cluster "
+                "(./tools/bazel run //tools/services -- start slurm) or install slurm-client"
+            ) from None
         if check and result.returncode != 0:
             raise SlurmError(
                 f"`{shlex.join(command)}` failed: {(result.stderr or result.stdout).strip()}"
@@ -100,7 +107,7 @@ class SlurmBackend(Backend):
     def preflight(self, job_partitions: tuple[str, ...]) -> list[str]:
         try:
             info = self.partition_info()
-        except (SlurmError, FileNotFoundError) as error:
+        except SlurmError as error:
             return [f"the Slurm cluster does not answer: {error}"]
         problems = []
         for partition in job_partitions:
@@ -124,7 +131,27 @@ class SlurmBackend(Backend):
 
     # -- the batch script ------------------------------------------------------------------
 
+    @staticmethod
+    def script_problems(job: JobSpec) -> list[str]:
+        """Why `job`'s strings cannot go into a batch script (empty: they can).
+
+        Every user string lands either in an `#SBATCH` line (the job name) or in the
+        shell-quoted command line. A line break in either would end that line early: a
+        command standing before the `#SBATCH` lines makes Slurm ignore all of them (no
+        requeue, no output file, `--export` of the whole environment). So the name must
+        pass the one name rule and no argument may hold a control character.
+        """
+        problems = []
+        if problem := names.run_name_problem(job.name):
+            problems.append(f"job name: {problem}")
+        for value in (*job.args, *job.env.values(), *job.secrets, str(job.job_dir)):
+            if problem := names.control_character_problem("job argument", value):
+                problems.append(problem)
+        return problems
+
     def batch_script(self, job: JobSpec, runner: Path, partition: str) -> str:
+        if problems := self.script_problems(job):
+            raise ValueError("; ".join(problems))
         directives = [
             f"--job-name={job.name}",
             f"--nodes={job.num_nodes}",
@@ -152,8 +179,9 @@ class SlurmBackend(Backend):
         )
         lines = [
             "#!/bin/bash",
-            f"# terra-lab job {job.name}: image {job.image}",
+            # Directives first: Slurm stops reading them at the first command line.
             *(f"#SBATCH {directive}" for directive in directives),
+            f"# terra-lab job, image {shlex.quote(str(job.image))}",
             "set -euo pipefail",
             'echo "[terra-lab] job ${SLURM_JOB_ID} (restart ${SLURM_RESTART_COUNT:-0}) on'
             ' ${SLURM_JOB_NODELIST}"',

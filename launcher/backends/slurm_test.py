@@ -1,7 +1,10 @@
 """The sbatch script the Slurm backend writes: resources, requeue, rendezvous, no secret values."""
 
+import dataclasses
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from launcher.backends.backend import JobSpec
 from launcher.backends.slurm import SlurmBackend
@@ -73,3 +76,31 @@ def test_cpu_jobs_ask_for_one_core_per_process_and_can_opt_out_of_requeue(tmp_pa
     assert "#SBATCH --cpus-per-task=2" in script
     assert "--gpus-per-node" not in script
     assert "#SBATCH --no-requeue" in script
+
+
+@pytest.mark.parametrize(
+    "name", ["run\n", "nano_smoke\necho pwned", "a b", "../up", "-x", "x" * 200, ""]
+)
+def test_batch_script_refuses_names_that_would_break_its_lines(tmp_path, name):
+    job = dataclasses.replace(_job(tmp_path), name=name)
+    with pytest.raises(ValueError, match="job name"):
+        SlurmBackend(None, tmp_path / "index").batch_script(job, tmp_path / "r.py", "")
+
+
+def test_batch_script_refuses_arguments_with_line_breaks(tmp_path):
+    job = _job(tmp_path)
+    job = dataclasses.replace(job, args=(*job.args, "--trainer.x=1\n#SBATCH --wrap=evil"))
+    with pytest.raises(ValueError, match="control characters"):
+        SlurmBackend(None, tmp_path / "index").batch_script(job, tmp_path / "r.py", "")
+
+
+def test_every_sbatch_directive_precedes_the_first_command(tmp_path):
+    script = SlurmBackend(None, tmp_path / "index").batch_script(
+        _job(tmp_path), tmp_path / "r.py", "debug"
+    )
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    directive_rows = [i for i, line in enumerate(lines) if line.startswith("#SBATCH")]
+    first_command = next(i for i, line in enumerate(lines[1:], 1) if not line.startswith("#"))
+    assert directive_rows == list(range(1, len(directive_rows) + 1))
+    assert max(directive_rows) < first_command

@@ -18,14 +18,12 @@ from __future__ import annotations
 import collections
 import datetime
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-_PROJECT = re.compile(r"^(\d{4})_(\d{2})_(\d{2})_([a-z0-9][a-z0-9_]*)$")
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_EXPERIMENT = re.compile(r"^[a-z][a-z0-9_]*$")
+from models.names import names
+
 _TEST_SUFFIX = "_launch_tests"
 
 
@@ -42,28 +40,13 @@ class LaunchRefused(RuntimeError):
 
 def name_problems(experiment: str, run_name: str, wandb_project: str) -> list[str]:
     problems = []
-    if not _EXPERIMENT.match(experiment):
-        problems.append(
-            f"experiment name {experiment!r} must be lowercase letters, digits and '_' "
-            "(the file experiments/<name>.py)"
-        )
-    match = _PROJECT.match(wandb_project)
-    if match is None:
-        problems.append(
-            f"W&B project {wandb_project!r} must be YYYY_MM_DD_description (lowercase, digits, "
-            f"'_'), e.g. {datetime.date.today():%Y_%m_%d}_{experiment or 'study'}"
-        )
-    else:
-        year, month, day, _ = match.groups()
-        try:
-            datetime.date(int(year), int(month), int(day))
-        except ValueError:
-            problems.append(f"W&B project {wandb_project!r}: {year}_{month}_{day} is not a date")
-    if not _RUN_NAME.match(run_name):
-        problems.append(
-            f"run name {run_name!r} must be letters, digits, '.', '_' or '-' (at most 128, not "
-            "starting with a symbol): it names a folder and a W&B run"
-        )
+    if problem := names.experiment_problem(experiment):
+        problems.append(problem)
+    if problem := names.project_problem(wandb_project):
+        example = f"{datetime.date.today():%Y_%m_%d}_{experiment or 'study'}"
+        problems.append(f"{problem}, e.g. {example}")
+    if problem := names.run_name_problem(run_name):
+        problems.append(problem)
     elif experiment and experiment not in run_name:
         problems.append(
             f"run name {run_name!r} must contain the experiment name {experiment!r}, so the run "
@@ -73,9 +56,30 @@ def name_problems(experiment: str, run_name: str, wandb_project: str) -> list[st
 
 
 def _git(workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", "-C", str(workspace), *args], capture_output=True, text=True, check=False
-    )
+    command = ["git", "-C", str(workspace), *args]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as error:  # no git at all: an answer, not a traceback
+        stderr = f"git cannot run ({error.strerror}); install it: apt-get install git"
+        return subprocess.CompletedProcess(command, 127, "", stderr)
+
+
+def resolve_commit(workspace: Path) -> str:
+    """The full sha of HEAD, resolved once: the gate, the image and the job all use it.
+
+    Raises:
+        LaunchRefused: no git, not a checkout, or a checkout without a commit.
+    """
+    result = _git(workspace, "rev-parse", "--verify", "HEAD^{commit}")
+    if result.returncode != 0:
+        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no HEAD"
+        raise LaunchRefused(
+            [
+                f"{workspace} has no commit to launch ({reason}); launch from a git checkout "
+                "of terra-lab with the experiment committed and pushed"
+            ]
+        )
+    return result.stdout.strip()
 
 
 def tree_problems(workspace: Path) -> list[str]:
@@ -93,17 +97,22 @@ def tree_problems(workspace: Path) -> list[str]:
     ]
 
 
-def push_problems(workspace: Path) -> list[str]:
+def push_problems(workspace: Path, commit: str = "HEAD") -> list[str]:
     """The commit must be on a remote branch that others can fetch."""
-    result = _git(workspace, "branch", "-r", "--contains", "HEAD")
+    result = _git(workspace, "branch", "-r", "--contains", commit)
     if result.returncode != 0:
         return [f"could not ask git which remote branches contain HEAD: {result.stderr.strip()}"]
     if result.stdout.strip():
         return []
-    commit = _git(workspace, "rev-parse", "--short", "HEAD").stdout.strip()
+    short = _git(workspace, "rev-parse", "--short", commit).stdout.strip()
     branch = _git(workspace, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+    if branch == "HEAD":  # detached: there is no branch to push
+        return [
+            f"commit {short} is on no remote branch and HEAD is detached; create a branch and "
+            "push it (`git switch -c <user>/<description> && git push -u origin HEAD`)"
+        ]
     return [
-        f"commit {commit} is on no remote branch; push it first (`git push -u origin {branch}`), "
+        f"commit {short} is on no remote branch; push it first (`git push -u origin {branch}`), "
         "so the run can be reproduced from a commit others can check out"
     ]
 
@@ -154,22 +163,45 @@ def _bazel_environment() -> dict[str, str]:
 
 
 def static_problems(
-    workspace: Path, experiment: str, run_name: str, wandb_project: str
+    workspace: Path, experiment: str, run_name: str, wandb_project: str, commit: str = "HEAD"
 ) -> list[str]:
     """Every cheap check at once: names, a clean tree, a pushed commit."""
     return (
         name_problems(experiment, run_name, wandb_project)
         + tree_problems(workspace)
-        + push_problems(workspace)
+        + push_problems(workspace, commit)
     )
 
 
+def moved_problems(workspace: Path, commit: str) -> list[str]:
+    """HEAD must still be `commit`: the tests vouch for the tree they ran on, no other."""
+    head = _git(workspace, "rev-parse", "--verify", "HEAD^{commit}").stdout.strip()
+    if head == commit:
+        return []
+    return [
+        f"HEAD moved from {commit[:12]} to {head[:12] or '(none)'} while the gate ran (a commit "
+        f"or checkout meanwhile); the tests vouch for {commit[:12]} only. Launch again"
+    ]
+
+
 def check_tests_and_commit(
-    workspace: Path, experiment: str, label: str, bazel: list[str] | None = None
+    workspace: Path,
+    experiment: str,
+    label: str,
+    bazel: list[str] | None = None,
+    commit: str | None = None,
 ) -> str:
-    """Run the experiment's launch tests; returns the commit they vouch for."""
+    """Run the experiment's launch tests; returns the commit they vouch for.
+
+    Args:
+        commit: the sha resolved before the gate (`resolve_commit`); None resolves it now.
+            When HEAD is not that commit after the tests, the launch is refused.
+    """
+    commit = commit or resolve_commit(workspace)
+    if problems := moved_problems(workspace, commit):
+        raise LaunchRefused(problems)
     run_launch_tests(workspace, launch_tests_target(experiment, label), bazel)
     # The tests ran on the working tree: make sure nothing changed meanwhile.
-    if problems := tree_problems(workspace):
+    if problems := moved_problems(workspace, commit) + tree_problems(workspace):
         raise LaunchRefused(problems)
-    return _git(workspace, "rev-parse", "HEAD").stdout.strip()
+    return commit

@@ -23,9 +23,9 @@ def test_valid_names_pass():
     ("experiment", "run_name", "project", "fragment"),
     [
         ("nano", "nano", "smoke", "must be YYYY_MM_DD_description"),
-        ("nano", "nano", "2026_02_30_smoke", "2026_02_30 is not a date"),
+        ("nano", "nano", "2026_02_30_smoke", "2026_02_30, which is not a real date"),
         ("nano", "nano", "2026_11_25_Smoke", "must be YYYY_MM_DD_description"),
-        ("nano", "my run", "2026_11_25_smoke", "run name 'my run' must be letters"),
+        ("nano", "my run", "2026_11_25_smoke", "run name 'my run' may use letters"),
         ("nano", "base_lr1", "2026_11_25_smoke", "must contain the experiment name 'nano'"),
         ("Nano!", "Nano!", "2026_11_25_smoke", "experiment name 'Nano!'"),
     ],
@@ -86,3 +86,53 @@ def test_passing_tests_return_the_commit_they_vouch_for(pushed_repo, tmp_path):
     fake_bazel.chmod(0o755)
     commit = gate.check_tests_and_commit(pushed_repo, "nano", "", [str(fake_bazel)])
     assert commit == testing.git(pushed_repo, "rev-parse", "HEAD")
+
+
+def test_a_commit_made_while_the_tests_run_is_refused(pushed_repo, tmp_path):
+    """The fake bazel commits (as a user in another terminal would) while 'testing'."""
+    tested = testing.git(pushed_repo, "rev-parse", "HEAD")
+    fake_bazel = tmp_path / "bazel"
+    fake_bazel.write_text(
+        "#!/bin/sh\n"
+        "echo later > late.txt && git add late.txt && "
+        "git -c user.name=u -c user.email=u@u commit -qm late\n"
+        "exit 0\n"
+    )
+    fake_bazel.chmod(0o755)
+    with pytest.raises(gate.LaunchRefused, match="HEAD moved from") as refused:
+        gate.check_tests_and_commit(pushed_repo, "nano", "", [str(fake_bazel)], commit=tested)
+    assert tested[:12] in str(refused.value)
+
+
+def test_a_commit_other_than_head_is_refused_before_the_tests(pushed_repo, tmp_path):
+    first = testing.git(pushed_repo, "rev-parse", "HEAD")
+    (pushed_repo / "x.txt").write_text("x\n")
+    testing.commit_all(pushed_repo, "next")
+    never = tmp_path / "never-run"
+    fake_bazel = tmp_path / "bazel"
+    fake_bazel.write_text(f"#!/bin/sh\ntouch {never}\n")
+    fake_bazel.chmod(0o755)
+    with pytest.raises(gate.LaunchRefused, match="HEAD moved"):
+        gate.check_tests_and_commit(pushed_repo, "nano", "", [str(fake_bazel)], commit=first)
+    assert not never.exists()
+
+
+def test_resolve_commit_outside_a_checkout_says_what_to_do(tmp_path):
+    with pytest.raises(gate.LaunchRefused, match="has no commit to launch"):
+        gate.resolve_commit(tmp_path)
+
+
+def test_without_git_the_gate_answers_instead_of_crashing(pushed_repo, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    problems = gate.tree_problems(pushed_repo)
+    assert problems and "apt-get install git" in problems[0]
+    with pytest.raises(gate.LaunchRefused, match="apt-get install git"):
+        gate.resolve_commit(pushed_repo)
+
+
+def test_a_detached_head_is_told_to_create_a_branch(pushed_repo):
+    (pushed_repo / "y.txt").write_text("y\n")
+    testing.commit_all(pushed_repo, "unpushed")
+    testing.git(pushed_repo, "checkout", "-q", "--detach")
+    (problem,) = gate.push_problems(pushed_repo)
+    assert "HEAD is detached" in problem and "git switch -c" in problem

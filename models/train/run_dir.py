@@ -20,21 +20,19 @@ import dataclasses
 import fcntl
 import json
 import os
-import re
 import socket
 import time
 from pathlib import Path
 from types import TracebackType
 
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+from models.names import names
 
 
 def _check_name(field: str, value: str) -> None:
-    if not _NAME_PATTERN.match(value):
-        raise ValueError(
-            f"RunDirConfig.{field} must be letters, digits, '.', '_' or '-' (not starting "
-            f"with '.', '_' or '-'), got {value!r}"
-        )
+    # Both are single folder names: the run-name rule (a full match) keeps them inside root.
+    problem = names.run_name_problem(value)
+    if problem is not None:
+        raise names.InvalidNameError(f"RunDirConfig.{field}: {problem}")
 
 
 @dataclasses.dataclass
