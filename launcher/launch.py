@@ -22,7 +22,9 @@ cluster's `secrets` (WANDB_API_KEY, ...) from the submitter's environment at run
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,12 +35,19 @@ from launcher.backends.backend import Backend, JobSpec
 from launcher.backends.local import LocalBackend
 from launcher.backends.slurm import SlurmBackend
 from launcher.gate import gate
-from launcher.gate.gate import LaunchRefused
+from launcher.gate.gate import LaunchRefused, resolve_commit
 from launcher.image import app_layer, build
 from launcher.registry import client as registry_client
 from tools.services import services
 
-__all__ = ["LaunchRefused", "LaunchResult", "LaunchSettings", "launch_experiment"]
+__all__ = [
+    "LaunchFailed",
+    "LaunchRefused",
+    "LaunchResult",
+    "LaunchSettings",
+    "launch_experiment",
+    "resolve_commit",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +117,45 @@ class LaunchResult:
     bytes_uploaded: int
 
 
+class LaunchFailed(RuntimeError):
+    """An operation of the launch failed (a service, the registry, the scheduler)."""
+
+    exit_code = 1
+
+
+def _failing_service_is_refusal(start: Any, cluster: clusters.ClusterConfig) -> None:
+    """Start what the cluster needs; a service that cannot start refuses the launch."""
+    try:
+        start(cluster)
+    except (RuntimeError, OSError, ValueError) as error:
+        raise LaunchRefused(
+            [f"a service {cluster.name} needs did not start: {str(error).strip()[:300]}"]
+        ) from error
+
+
+def _one_line(error: BaseException, limit: int = 400) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def new_job_dir(run_root: Path, project: str, run_name: str) -> Path:
+    """A folder of this submission alone: `<run root>/.jobs/<project>/<run>/<UTC time>-<hex>`.
+
+    Two launches of one run name never share a job folder (script, log, exit code), so a
+    job id always leads to the files of exactly that job.
+    """
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+    parent = Path(run_root) / ".jobs" / project / run_name
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        job_dir = parent / f"{stamp}-{secrets.token_hex(3)}"
+        try:
+            job_dir.mkdir()
+        except FileExistsError:
+            continue
+        return job_dir
+
+
 def make_backend(cluster: clusters.ClusterConfig) -> Backend:
     index = clusters.cache_root() / "jobs" / cluster.name
     if cluster.backend == "local":
@@ -137,9 +185,21 @@ def launch_experiment(
     config: Mapping[str, Any],
     wandb_project: str,
     workspace: Path | None = None,
+    commit: str | None = None,
 ) -> LaunchResult:
-    """Gate, build, push and submit one run (module docstring). Raises LaunchRefused."""
+    """Gate, build, push and submit one run (module docstring).
+
+    Args:
+        commit: the full sha to launch, resolved once by the caller (None: HEAD now). The
+            gate's tests, the image and the job all use it; if HEAD is another commit when
+            the tests are done, the launch is refused.
+
+    Raises:
+        LaunchRefused: a check failed; nothing was pushed or submitted (exit status 2).
+        LaunchFailed: an operation failed (registry, scheduler); exit status 1.
+    """
     workspace = Path(workspace or clusters.workspace_root()).resolve()
+    commit = commit or gate.resolve_commit(workspace)
     try:
         settings = clusters.load(workspace)
         cluster_config = settings.cluster(cluster)
@@ -147,33 +207,40 @@ def launch_experiment(
         priority_args = cluster_config.priority_args(launch.priority)
     except (clusters.ClusterConfigError, ValueError, TypeError) as error:
         raise LaunchRefused([str(error)]) from error
-    problems = gate.static_problems(workspace, experiment, run_name, wandb_project)
-    problems += app_layer.commit_secret_problems(workspace, "HEAD")
+    problems = gate.static_problems(workspace, experiment, run_name, wandb_project, commit)
+    problems += gate.moved_problems(workspace, commit)
+    problems += app_layer.commit_secret_problems(workspace, commit)
     if cluster_config.gpus_per_node and launch.num_gpus > cluster_config.gpus_per_node:
         problems.append(
             f"launch.num_gpus={launch.num_gpus} but {cluster} nodes have "
             f"{cluster_config.gpus_per_node} GPUs; use more nodes (launch.num_nodes)"
         )
     partitions = launch.clusters or cluster_config.partitions
-    if not problems and cluster_config.backend == "slurm":
-        # The scheduler must answer to check partitions; dev clusters start on demand.
-        ensure_services(cluster_config)
+    if not problems:
+        # The scheduler must answer to check partitions, and a container runtime must exist
+        # where the job runs; dev services start on demand. All of it before the tests run.
+        _failing_service_is_refusal(ensure_services, cluster_config)
         problems += make_backend(cluster_config).preflight(tuple(partitions))
     if problems:
         raise LaunchRefused(problems)
-    commit = gate.check_tests_and_commit(workspace, experiment, label)
-
-    if cluster_config.registry.embedded:
-        ensure_services(cluster_config)
-    image = build.build_image(
-        workspace,
-        revision=commit,
-        flavor=cluster_config.image_flavor,
-        source_url=settings.image.source,
-        base_recipe=settings.image.base_recipe(),
-    )
-    client = registry_client.RegistryClient(cluster_config.registry.url, settings.image.repository)
-    pushed = registry_client.push_image(client, image, image.tag)
+    commit = gate.check_tests_and_commit(workspace, experiment, label, commit=commit)
+    try:
+        image = build.build_image(
+            workspace,
+            revision=commit,
+            flavor=cluster_config.image_flavor,
+            source_url=settings.image.source,
+            base_recipe=settings.image.base_recipe(),
+        )
+        client = registry_client.RegistryClient(
+            cluster_config.registry.url, settings.image.repository
+        )
+        pushed = registry_client.push_image(client, image, image.tag)
+    except (RuntimeError, OSError, ValueError) as error:
+        raise LaunchFailed(
+            f"the image of {commit[:12]} could not be built or pushed to "
+            f"{cluster_config.registry.url}: {_one_line(error)}; nothing was submitted"
+        ) from error
     print(
         f"[launch] pushed {pushed.reference} ({pushed.bytes_uploaded / 1e6:.1f} MB uploaded, "
         f"{pushed.blobs_skipped} blobs already there)",
@@ -182,7 +249,7 @@ def launch_experiment(
 
     run_dir = cluster_config.run_root / wandb_project / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    job_dir = cluster_config.run_root / ".jobs" / wandb_project / run_name
+    job_dir = new_job_dir(cluster_config.run_root, wandb_project, run_name)
     job = JobSpec(
         name=run_name,
         image=pushed.reference,
@@ -211,7 +278,13 @@ def launch_experiment(
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
     backend = make_backend(cluster_config)
-    job_id = backend.submit(job)
+    try:
+        job_id = backend.submit(job)
+    except (RuntimeError, OSError, ValueError) as error:
+        raise LaunchFailed(
+            f"submitting to {cluster} failed: {_one_line(error)}; the image "
+            f"{pushed.reference} is pushed, no job was submitted"
+        ) from error
     follow = backend.follow_hint(job_id)
     print(
         f"\nlaunched {experiment} at {image.commit[:12]} on {cluster}\n"

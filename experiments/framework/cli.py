@@ -12,8 +12,13 @@ Subcommands:
     evaluate   score a run's newest checkpoint on held-out batches
     visualize  masked inputs and predictions of a checkpoint, as PNGs
 
+Options:
+    --resume   (train, launch) continue an existing run of the same setup: experiment,
+               commit and config must match what the run folder recorded (identity.json)
+
 Exit status: 0 done; 2 the command line is wrong (usage, unknown or mistyped override,
-bad name; the message says what to type); 1 the work itself failed.
+bad name, a run name taken by another setup; the message says what to type); 1 the work
+itself failed. Either way the error is one line; TERRA_LAB_DEBUG=1 adds the traceback.
 
 Model changes are variant files, never flags: `--model.*` is refused (resolution.py).
 """
@@ -21,7 +26,9 @@ Model changes are variant files, never flags: `--model.*` is refused (resolution
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
@@ -75,14 +82,43 @@ def run(
     ) as error:
         print(f"error: {error}", file=stderr)
         return 2
+    except Exception as error:  # noqa: BLE001 - a builder or a config check that raised
+        if debugging():
+            raise
+        print(f"error: the config does not resolve: {_one_line(error)}", file=stderr)
+        return 2
     for warning in invocation.warnings:
         print(f"warning: {warning}", file=stderr)
     handler = getattr(subcommands, invocation.subcommand)
     try:
         return handler(invocation, stdout, stderr)
     except CommandError as error:
+        if debugging():
+            traceback.print_exc(file=stderr)
         print(f"error: {error}", file=stderr)
         return error.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the one place that turns crashes into a line
+        if debugging():
+            raise
+        print(
+            f"error: {invocation.subcommand} failed: {type(error).__name__}: "
+            f"{_one_line(error)} (TERRA_LAB_DEBUG=1 shows the traceback)",
+            file=stderr,
+        )
+        return 1
+
+
+def debugging() -> bool:
+    """TERRA_LAB_DEBUG=1: show tracebacks (the one debug switch of every terra-lab tool)."""
+    return os.environ.get("TERRA_LAB_DEBUG", "") not in ("", "0")
+
+
+def _one_line(error: BaseException, limit: int = 500) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def main(

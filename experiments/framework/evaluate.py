@@ -151,7 +151,9 @@ def downstream(
 def evaluate_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
     config = invocation.config
     try:
-        checkpoint = inspection.find_checkpoint(config, config.visualize.checkpoint)
+        checkpoint = inspection.require_checkpoint(
+            config, config.visualize.checkpoint, invocation.untrained, "evaluate"
+        )
     except inspection.NoCheckpointError as error:
         raise CommandError(str(error), exit_code=2) from error
     if checkpoint is None:

@@ -26,6 +26,35 @@ def run_dir(config: ExperimentConfig) -> Path:
     return Path(run.root) / run.project / run.name
 
 
+def existing_runs(config: ExperimentConfig) -> list[str]:
+    """`project/run` of every run folder under the run root that holds a checkpoint."""
+    root = Path(config.trainer.run.root)
+    if not root.is_dir():
+        return []
+    return sorted(
+        f"{meta.parents[3].name}/{meta.parents[2].name}"
+        for meta in root.glob("*/*/checkpoints/step_*/meta.json")
+    )
+
+
+def require_checkpoint(
+    config: ExperimentConfig, explicit: str | None, untrained: bool, what: str
+) -> Path | None:
+    """The checkpoint to `what` (evaluate, visualize); refuses a run without one unless the
+    user asked for the untrained model (`--untrained`), so a typo in a run name never scores
+    a random initialisation with exit status 0."""
+    found = find_checkpoint(config, explicit)
+    if found is not None or untrained:
+        return found
+    runs = existing_runs(config)
+    shown = ", ".join(runs[:8]) + (f" and {len(runs) - 8} more" if len(runs) > 8 else "")
+    raise NoCheckpointError(
+        f"run {config.trainer.run.name} of project {config.trainer.run.project} has no "
+        f"checkpoint ({run_dir(config)}); runs with checkpoints: {shown or 'none'}. Give one "
+        f"of them, or pass --untrained to {what} the untrained model"
+    )
+
+
 def find_checkpoint(config: ExperimentConfig, explicit: str | None) -> Path | None:
     """`explicit` (a checkpoint folder), else the run's newest complete checkpoint, else None."""
     from models.train import checkpoint

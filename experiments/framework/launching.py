@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import importlib
 import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from experiments.framework import clusters, naming
+from experiments.framework import clusters, identity, naming
 from experiments.framework.errors import CommandError
 
 if TYPE_CHECKING:
@@ -24,8 +25,11 @@ PROJECT_KEY = "trainer.callbacks.wandb.project"
 
 
 def job_overrides(invocation: Invocation) -> list[str]:
-    """The overrides as typed, plus the resolved W&B project when it was not given."""
+    """The overrides as typed, plus the resolved W&B project when it was not given, and
+    --resume when the user asked to continue an existing run."""
     texts = [override.text for override in invocation.overrides]
+    if invocation.resume:
+        texts.insert(0, "--resume")
     project_paths = {"trainer.run.project", PROJECT_KEY}
     if not any(override.key in project_paths for override in invocation.overrides):
         texts.append(f"--{PROJECT_KEY}={invocation.config.trainer.run.project}")
@@ -55,6 +59,22 @@ def launch_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> in
     except ImportError as error:
         raise CommandError(f"the launcher is not available in this build: {error}") from error
     config = invocation.config
+    workspace = clusters.workspace_dir()
+    try:
+        commit = launcher.resolve_commit(workspace)
+    except launcher.LaunchRefused as error:
+        raise CommandError(str(error), exit_code=2) from error
+    # The job will claim its run folder (identity.py); refuse now what it would refuse then,
+    # before minutes of tests and an image push. The same job's requeues pass there.
+    run = config.trainer.run
+    fingerprint = identity.Fingerprint.of(invocation.experiment, commit, config.as_dict())
+    identity.check(
+        Path(run.root) / run.project / run.name,
+        fingerprint,
+        invocation.resume,
+        None,
+        f"run {run.name} of project {run.project}",
+    )
     try:
         result = launcher.launch_experiment(
             experiment=invocation.experiment,
@@ -64,10 +84,13 @@ def launch_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> in
             overrides=job_overrides(invocation),
             config=config.as_dict(),
             wandb_project=config.trainer.run.project,
-            workspace=clusters.workspace_dir(),
+            workspace=workspace,
+            commit=commit,
         )
     except launcher.LaunchRefused as error:
         raise CommandError(str(error), exit_code=getattr(error, "exit_code", 2)) from error
+    except launcher.LaunchFailed as error:
+        raise CommandError(str(error), exit_code=getattr(error, "exit_code", 1)) from error
     print(
         f"launched {invocation.experiment} run {result.run_name} on {result.cluster}: "
         f"job {result.job_id}\n"

@@ -21,14 +21,22 @@ class FakeRefused(RuntimeError):
     exit_code = 2
 
 
+class FakeFailed(RuntimeError):
+    exit_code = 1
+
+
 @pytest.fixture
-def fake_launcher(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+def fake_launcher(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[dict]:
     calls: list[dict] = []
+    monkeypatch.setenv("BUILD_WORKSPACE_DIRECTORY", str(tmp_path))
+    monkeypatch.delenv("TERRA_RUN_ROOT", raising=False)
 
     def launch_experiment(**kwargs):
         calls.append(kwargs)
         if kwargs["run_name"].endswith("refused"):
             raise FakeRefused("launch refused; nothing was pushed or submitted:\n  - dirty tree")
+        if kwargs["run_name"].endswith("broken"):
+            raise FakeFailed("the image could not be pushed: registry down")
         return types.SimpleNamespace(
             job_id="42",
             cluster=kwargs["cluster"],
@@ -41,6 +49,8 @@ def fake_launcher(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     module = types.ModuleType("launcher.launch")
     module.launch_experiment = launch_experiment
     module.LaunchRefused = FakeRefused
+    module.LaunchFailed = FakeFailed
+    module.resolve_commit = lambda workspace: "f" * 40
     monkeypatch.setitem(sys.modules, "launcher.launch", module)
     return calls
 
@@ -82,3 +92,36 @@ def test_the_default_dated_project_is_pinned_for_the_job(fake_launcher: list[dic
 def test_a_refused_launch_exits_with_the_launchers_status(fake_launcher: list[dict]) -> None:
     status, _, err = _launch(run_name="base_refused")
     assert status == 2 and "dirty tree" in err
+
+
+def test_the_launcher_gets_the_commit_resolved_once(fake_launcher: list[dict]) -> None:
+    assert _launch()[0] == 0
+    assert fake_launcher[0]["commit"] == "f" * 40
+
+
+def test_a_failed_launch_operation_exits_1_with_its_message(fake_launcher: list[dict]) -> None:
+    status, _, err = _launch(run_name="base_broken")
+    assert status == 1 and err.strip() == "error: the image could not be pushed: registry down"
+
+
+def _existing_run(tmp_path: Path, project: str, run_name: str) -> Path:
+    run_dir = tmp_path / "runs" / project / run_name
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    return run_dir
+
+
+def test_a_launch_into_an_existing_run_is_refused_before_the_launcher_runs(
+    fake_launcher: list[dict], tmp_path: Path
+) -> None:
+    _existing_run(tmp_path, "2026_11_25_x", "base_lr1e-4")
+    status, _, err = _launch("--trainer.callbacks.wandb.project=2026_11_25_x")
+    assert status == 2 and "already exists" in err and "--resume" in err
+    assert fake_launcher == []
+
+
+def test_resume_travels_to_the_job(fake_launcher: list[dict], tmp_path: Path) -> None:
+    _existing_run(tmp_path, "2026_11_25_x", "base_lr1e-4")
+    status, _, err = _launch("--resume", "--trainer.callbacks.wandb.project=2026_11_25_x")
+    assert status == 0, err
+    assert fake_launcher[0]["overrides"][0] == "--resume"

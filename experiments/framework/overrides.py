@@ -242,7 +242,7 @@ def parse_value(raw: str, hint: Any, current: Any) -> Any:
         for option in options:
             try:
                 return parse_value(raw, option, current)
-            except (ValueError, TypeError, config_io.ConfigFormatError):
+            except (ValueError, TypeError, config_io.ConfigFormatError, yaml.YAMLError):
                 continue
         raise ValueError(raw)
     if origin is typing.Literal:
@@ -407,7 +407,7 @@ def apply_overrides(
                 new = alias.convert(current, override.value)
             else:
                 new = parse_value(override.value, hint_type, current)
-        except (ValueError, TypeError, config_io.ConfigFormatError):
+        except (ValueError, TypeError, config_io.ConfigFormatError, yaml.YAMLError):
             expected = describe_type(hint_type if hint_type is not Any else type(current))
             if alias is not None and alias.convert is not None:
                 expected = alias.help or expected

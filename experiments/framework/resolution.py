@@ -20,15 +20,21 @@ from experiments.framework.experiment_config import (
     ExperimentConfig,
     build_config,
 )
+from models.names import names
 
 SUBCOMMANDS = ("dry_run", "train", "launch", "evaluate", "visualize")
 
-USAGE = """usage: <experiment> SUBCOMMAND RUN_NAME CLUSTER [--key=value ...]
+USAGE = """usage: <experiment> SUBCOMMAND RUN_NAME CLUSTER [--resume] [--key=value ...]
   SUBCOMMAND: dry_run, train, launch, evaluate or visualize
+  --resume (train, launch): continue an existing run of the same setup
+  --untrained (evaluate, visualize): use the untrained model when the run has no checkpoint
   e.g. ./tools/bazel run //experiments:nano -- train quickstart local --trainer.max_steps=100
        ./tools/bazel run //experiments:base -- launch base_lr1e-4 slurm --launch.num_gpus=8 \\
            --trainer.callbacks.wandb.project=2026_11_25_my_study
   dry_run prints every key an override can set."""
+
+
+HELP_HINT = "usage: <experiment> SUBCOMMAND RUN_NAME CLUSTER [--key=value ...] (--help says more)"
 
 
 def _max_steps(current: Any, raw: str) -> Any:
@@ -63,6 +69,22 @@ REFUSED = {
     "cluster": "the cluster is the CLUSTER argument",
 }
 
+IDENTITY_KEYS = {
+    "trainer.run.": "the run folder is named by RUN_NAME, the cluster's run root and "
+    "--trainer.callbacks.wandb.project (its parent folder and W&B project)",
+    "trainer.wandb.name": "the W&B run is the RUN_NAME argument",
+    "trainer.wandb.project": "the W&B project is set with --trainer.callbacks.wandb.project",
+    "trainer.callbacks.wandb.name": "the W&B run is the RUN_NAME argument",
+}
+"""Typed keys that would give a run another identity than its positional arguments say
+(identity.py): refused by the key the user typed, so the documented project flag, an
+alias of trainer.run.project, still works."""
+
+FLAGS = {"--resume": ("train", "launch"), "--untrained": ("evaluate", "visualize")}
+"""Switches without a value, and the subcommands they belong to:
+--resume     continue an existing run of the same setup (identity.py)
+--untrained  evaluate or draw the untrained model of a run that has no checkpoint"""
+
 LINKED_FIELDS = (("train_module.global_batch_size", "data_loader.global_batch_size"),)
 """Fields that must hold the same value: overriding one sets the other."""
 
@@ -85,6 +107,8 @@ class Invocation:
     config: ExperimentConfig
     builders: Builders
     warnings: list[str] = dataclasses.field(default_factory=list)
+    resume: bool = False
+    untrained: bool = False
 
 
 def _sync_linked(config: Any, applied: list[ov.AppliedOverride]) -> Any:
@@ -123,15 +147,33 @@ def resolve(builders: Builders, argv: Sequence[str], experiment: str) -> Invocat
             the command line is wrong (exit status 2).
     """
     if len(argv) < 3:
-        raise UsageError(f"expected a subcommand, a run name and a cluster\n{USAGE}")
+        raise UsageError(f"expected a subcommand, a run name and a cluster; {HELP_HINT}")
     subcommand, run_name, cluster, *rest = argv
     if subcommand not in SUBCOMMANDS:
         close = ov.closest_keys(subcommand, SUBCOMMANDS, n=1)
         hint = f" Did you mean {close[0]}?" if close else ""
-        raise UsageError(f"unknown subcommand {subcommand!r}.{hint}\n{USAGE}")
+        raise UsageError(f"unknown subcommand {subcommand!r}.{hint} {HELP_HINT}")
     if run_name.startswith("-") or cluster.startswith("-"):
-        raise UsageError(f"RUN_NAME and CLUSTER come before the overrides\n{USAGE}")
+        raise UsageError(f"RUN_NAME and CLUSTER come before the overrides; {HELP_HINT}")
+    for what, value in (
+        ("run name", run_name),
+        ("cluster", cluster),
+        *(("argument", a) for a in rest),
+    ):
+        if problem := names.control_character_problem(what, value):
+            raise UsageError(problem)
+    for flag, owners in FLAGS.items():
+        if flag in rest and subcommand not in owners:
+            raise UsageError(f"{flag} belongs to {' and '.join(owners)}, not {subcommand}")
+    resume, untrained = "--resume" in rest, "--untrained" in rest
+    rest = [arg for arg in rest if arg not in FLAGS]
+    if problem := names.run_name_problem(run_name):
+        raise naming.NamingError(f"{problem}. Type for example: {experiment}")
     overrides = ov.parse_overrides(rest)
+    for override in overrides:
+        for key, reason in IDENTITY_KEYS.items():
+            if override.key == key or (key.endswith(".") and override.key.startswith(key)):
+                raise ov.OverrideError(f"{override.text} is not allowed: {reason}")
     common = builders.common_components_builder(experiment, subcommand, run_name, cluster)
     config, applied = apply_cli_overrides(build_config(builders, common), overrides)
 
@@ -159,6 +201,8 @@ def resolve(builders: Builders, argv: Sequence[str], experiment: str) -> Invocat
         config=config,
         builders=builders,
         warnings=warnings,
+        resume=resume,
+        untrained=untrained,
     )
 
 

@@ -121,6 +121,28 @@ def tiny_config(config: ExperimentConfig, h5_dir: str | Path, run_root: str | Pa
     )
 
 
+def tiny_builders(module: types.ModuleType, h5_dir: str | Path) -> Builders:
+    """`module`'s builders with every section shrunk by `tiny_config` (runs under the cluster's
+    run root), so a test can drive the real command line (`cli.run`) through one tiny step."""
+    recipe = Builders.from_module(module)
+
+    def section(name: str) -> Any:
+        def build(common: CommonComponents) -> Any:
+            return getattr(tiny_config(build_config(recipe, common), h5_dir, common.run_root), name)
+
+        return build
+
+    return Builders(
+        common_components_builder=recipe.common_components_builder,
+        model_config_builder=section("model"),
+        dataset_config_builder=section("dataset"),
+        dataloader_config_builder=section("data_loader"),
+        train_module_config_builder=section("train_module"),
+        trainer_config_builder=section("trainer"),
+        visualize_config_builder=section("visualize"),
+    )
+
+
 def experiment_config(
     module: types.ModuleType,
     cluster: str = "local",

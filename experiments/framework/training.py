@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from experiments.framework import data
+from experiments.framework import data, identity
 from experiments.framework.errors import CommandError
 from experiments.framework.experiment_config import ExperimentConfig
 from experiments.framework.overrides import AppliedOverride
@@ -118,8 +118,8 @@ class RunRecordCallback(Callback):
             f"{run_path.name} {self.cluster} $(grep -v '^#' overrides.txt)\n"
         )
         _write_text(run_path / "overrides.txt", header + "".join(lines))
+        provenance = _read_provenance(run_path / "provenance.json")
         provenance_path = run_path / "provenance.json"
-        provenance = json.loads(provenance_path.read_text()) if provenance_path.exists() else {}
         starts = provenance.get("starts", [])
         starts.append(
             {
@@ -144,6 +144,55 @@ class RunRecordCallback(Callback):
             }
         )
         _write_text(provenance_path, json.dumps(provenance, indent=2) + "\n")
+
+
+def _read_provenance(path: Path) -> dict[str, Any]:
+    """The provenance record so far; a corrupt one is moved aside (kept), never blocking."""
+    if not path.exists():
+        return {}
+    try:
+        provenance = json.loads(path.read_text(errors="replace"))
+        if isinstance(provenance, dict) and isinstance(provenance.get("starts", []), list):
+            return provenance
+    except ValueError:
+        pass
+    kept = path.with_name(f"provenance.corrupt-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    os.replace(path, kept)
+    logger.warning("provenance.json was unreadable; moved it to %s and started a new one", kept)
+    return {}
+
+
+class RunIdentityCallback(Callback):
+    """Claims the run folder for this setup before anything reads or writes it (rank 0).
+
+    The command line checked the identity already (a fast, clear refusal); this repeats
+    the check under the run folder's lock, which the trainer takes before `pre_train`, so
+    two starts racing for one new name cannot both pass: the second sees the first's
+    identity.json. It runs first of all callbacks: before the checkpointer resumes, the
+    config saver writes config.yaml and W&B picks its run id.
+    """
+
+    priority = 1000
+
+    def __init__(
+        self, fingerprint: identity.Fingerprint, resume: bool, job_id: str | None, label: str
+    ) -> None:
+        self.fingerprint = fingerprint
+        self.resume = resume
+        self.job_id = job_id
+        self.label = label
+        self.claim: identity.Claim | None = None
+
+    def pre_train(self) -> None:
+        if not self.trainer.is_main:
+            return
+        run_path = Path(self.trainer.run_dir.path)
+        self.claim = identity.check(
+            run_path, self.fingerprint, self.resume, self.job_id, self.label
+        )
+        identity.write_record(self.claim, self.fingerprint, self.job_id)
+        if self.claim.kind != "new":
+            logger.info("%s: continuing %s (%s)", self.label, run_path, self.claim.kind)
 
 
 class LastMetricsCallback(Callback):
@@ -269,15 +318,27 @@ def train_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int
             "about half a minute)...",
             file=stderr,
         )
+    workspace = clusters.workspace_dir()
+    fingerprint = identity.Fingerprint.of(
+        invocation.experiment, identity.workspace_commit(workspace), config.as_dict()
+    )
+    job_id = os.environ.get("TERRA_LAB_JOB_ID") or os.environ.get("SLURM_JOB_ID") or None
+    label = f"run {config.trainer.run.name} of project {config.trainer.run.project}"
+    run_path = Path(config.trainer.run.root) / config.trainer.run.project / config.trainer.run.name
+    # A quick refusal before the model is built; the callback repeats it under the lock.
+    identity.check(run_path, fingerprint, invocation.resume, job_id, label)
+    claim = RunIdentityCallback(fingerprint, invocation.resume, job_id, label)
     record = RunRecordCallback(
         invocation.experiment,
         invocation.cluster,
         invocation.applied,
-        clusters.workspace_dir(),
+        workspace,
     )
     try:
-        result = train(config, callbacks=[record])
-    except (ValueError, RuntimeError) as error:
+        result = train(config, callbacks=[claim, record])
+    except CommandError:
+        raise
+    except (ValueError, RuntimeError, OSError) as error:
         raise CommandError(f"training failed: {error}") from error
     if int(os.environ.get("RANK", "0")) == 0:  # one summary per job, not one per rank
         print(summary(result, config), file=stdout)

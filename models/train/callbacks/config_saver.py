@@ -70,13 +70,22 @@ class ConfigSaverCallback(Callback):
         path = self.trainer.run_dir.config_path
         data = config_to_dict(self.config)
         if path.exists():
-            previous = yaml.safe_load(path.read_text())
+            try:
+                previous = yaml.safe_load(path.read_text(errors="replace"))
+                readable = True
+            except yaml.YAMLError:
+                previous, readable = None, False
             if previous == data:
                 return
             # A resumed run with a changed config (e.g. a longer max_duration): keep the
-            # config the earlier steps were trained with next to the new one.
+            # config the earlier steps were trained with next to the new one. A corrupt
+            # one is kept too (for whoever investigates), never allowed to block a resume.
             stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
-            kept = path.with_name(f"config.before-{stamp}.yaml")
+            kind = "before" if readable else "corrupt"
+            kept = path.with_name(f"config.{kind}-{stamp}.yaml")
             os.replace(path, kept)
-            logger.warning("config changed since the last start; the old one is in %s", kept)
+            if readable:
+                logger.warning("config changed since the last start; the old one is in %s", kept)
+            else:
+                logger.warning("config.yaml was not valid YAML; moved it to %s", kept)
         write_yaml_atomically(path, data)

@@ -69,3 +69,11 @@ def test_a_changed_config_on_restart_keeps_the_earlier_one_aside(tmp_path: Path)
     kept = list(tmp_path.glob("config.before-*.yaml"))
     assert len(kept) == 1 and yaml.safe_load(kept[0].read_text())["lr"] == 1.0
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["lr"] == 2.0
+
+
+def test_a_corrupt_config_yaml_is_kept_aside_and_does_not_block_a_restart(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("lr: [unclosed\n  : :\n")
+    _saver(tmp_path, Outer(lr=3.0)).pre_train()
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["lr"] == 3.0
+    kept = list(tmp_path.glob("config.corrupt-*.yaml"))
+    assert len(kept) == 1 and "unclosed" in kept[0].read_text()
