@@ -207,6 +207,13 @@ def launch_experiment(
         priority_args = cluster_config.priority_args(launch.priority)
     except (clusters.ClusterConfigError, ValueError, TypeError) as error:
         raise LaunchRefused([str(error)]) from error
+    except OSError as error:
+        raise LaunchRefused(
+            [
+                f"cannot read the cluster list ({error.strerror}: {error.filename}); launch from "
+                "a terra-lab checkout, which has launcher/clusters.yaml"
+            ]
+        ) from error
     problems = gate.static_problems(workspace, experiment, run_name, wandb_project, commit)
     problems += gate.moved_problems(workspace, commit)
     problems += app_layer.commit_secret_problems(workspace, commit)

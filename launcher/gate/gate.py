@@ -34,6 +34,9 @@ class LaunchRefused(RuntimeError):
 
     def __init__(self, reasons: list[str]) -> None:
         self.reasons = list(reasons)
+        if len(self.reasons) == 1:  # one reason: one line
+            super().__init__(f"launch refused (nothing was pushed or submitted): {reasons[0]}")
+            return
         lines = "\n".join(f"  - {reason}" for reason in self.reasons)
         super().__init__(f"launch refused; nothing was pushed or submitted:\n{lines}")
 
