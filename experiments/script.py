@@ -148,7 +148,7 @@ def build_visualize_config(common: CommonComponents) -> VisualizeConfig:
 
 # -- CPU quickstart ------------------------------------------------------------------------
 # The nano recipe on the `local` cluster shrinks its step so that
-# `train quickstart local --trainer.max_steps=100` ends in minutes on a 2-core laptop:
+# `train nano_quickstart local --trainer.max_steps=100` ends in minutes on a 2-core laptop:
 #   global batch 512 -> 8 (microbatch 32 -> 8): a 512-instance step takes minutes on CPU;
 #   token budget 2250 -> 300 per instance: 8 x 2250-token instances (~13k tokens a step)
 #       took 40-65 s per step on the shared 2-core machine, 8 x 300 (~1.5k tokens) 0.3

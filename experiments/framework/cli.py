@@ -1,7 +1,7 @@
 """The experiment command line: `<experiment> <subcommand> <run_name> <cluster> [--k=v ...]`.
 
     ./tools/bazel run //experiments:base -- dry_run base_try1 local
-    ./tools/bazel run //experiments:nano -- train quickstart local --trainer.max_steps=100
+    ./tools/bazel run //experiments:nano -- train nano_quickstart local --trainer.max_steps=100
     ./tools/bazel run //experiments:base_s2_only -- launch base_s2_only_lr1e-4 slurm \\
         --launch.num_gpus=8 --trainer.callbacks.wandb.project=2026_11_25_s2_only
 

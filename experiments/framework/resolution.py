@@ -28,7 +28,7 @@ USAGE = """usage: <experiment> SUBCOMMAND RUN_NAME CLUSTER [--resume] [--key=val
   SUBCOMMAND: dry_run, train, launch, evaluate or visualize
   --resume (train, launch): continue an existing run of the same setup
   --untrained (evaluate, visualize): use the untrained model when the run has no checkpoint
-  e.g. ./tools/bazel run //experiments:nano -- train quickstart local --trainer.max_steps=100
+  e.g. ./tools/bazel run //experiments:nano -- train nano_quickstart local --trainer.max_steps=100
        ./tools/bazel run //experiments:base -- launch base_lr1e-4 slurm --launch.num_gpus=8 \\
            --trainer.callbacks.wandb.project=2026_11_25_my_study
   dry_run prints every key an override can set."""
