@@ -83,3 +83,28 @@ def test_launch_settings_read_the_experiment_config():
     assert launch.LaunchSettings.from_config({"launch": {"num_gpus": 0}}).procs_per_node == 1
     with pytest.raises(ValueError, match="num_nodes must be >= 1"):
         launch.LaunchSettings.from_config({"launch": {"num_nodes": 0}})
+
+
+def test_every_submission_of_one_run_name_gets_its_own_job_folder(tmp_path):
+    folders = [launch.new_job_dir(tmp_path, PROJECT, "nano_unit") for _ in range(50)]
+    assert len(set(folders)) == 50
+    assert all(folder.is_dir() and folder.parent.name == "nano_unit" for folder in folders)
+
+
+def test_a_head_other_than_the_resolved_commit_is_refused_before_anything_runs(workspace):
+    resolved = testing.git(workspace, "rev-parse", "HEAD")
+    (workspace / "later.txt").write_text("x\n")
+    testing.commit_all(workspace, "a commit made after the launch began")
+    testing.git(workspace, "push", "-q", "origin", "HEAD")
+    with pytest.raises(launch.LaunchRefused, match="HEAD moved"):
+        launch.launch_experiment(
+            "nano",
+            "//experiments:nano",
+            "nano_unit",
+            "local",
+            [],
+            {},
+            PROJECT,
+            workspace,
+            commit=resolved,
+        )
