@@ -13,12 +13,16 @@ immutable reference `host/repository@sha256:...`.
 The image holds the commit's tracked files only (never uncommitted edits), so the working
 tree may be dirty here; `launch` is what insists on a clean, pushed commit. `--experiment`
 checks that experiments/<name>.py is in the commit and prints how to run it.
+
+A failure is one line on stderr naming the problem and the fix (exit 2: bad input, 1: a
+failed operation); TERRA_LAB_DEBUG=1 shows the traceback instead. The registry is asked
+before the build, so a registry that is down or refuses costs no build.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import re
 import subprocess
 import sys
 
@@ -28,9 +32,33 @@ from launcher.image.app_layer import git
 from launcher.registry import client as registry_client
 from tools.services import services
 
+# A registry that does not answer is reported after these tries (about 1.5 s).
+_PROBE_RETRY = registry_client.RetryPolicy(attempts=3, initial_backoff_s=0.5)
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+
+def registry_problem(
+    url: str, error: registry_client.RegistryError, doing: str
+) -> build.CommandError:
+    """One line for a registry that does not answer or refuses `doing`, with the fix."""
+    message = build.one_line(error)
+    status = re.search(r"HTTP (\d{3})", message)
+    if "still failing after" in message:  # the client's retries ran out: down or overloaded
+        return build.CommandError(
+            f"the registry at {url} does not answer ({message}); start it (`./tools/bazel run "
+            "//tools/services -- start registry` for the embedded one) or pass --registry"
+        )
+    if status and status.group(1) in ("401", "403"):
+        return build.CommandError(
+            f"the registry at {url} refused {doing} ({message}); set TERRA_LAB_REGISTRY_USER "
+            "and TERRA_LAB_REGISTRY_PASSWORD to an account that may push there"
+        )
+    return build.CommandError(
+        f"the registry at {url} refused {doing} ({message}); check --registry and --repository"
+    )
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = build.CommandLineParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--registry", default="embedded", help="clusters.yaml name or URL")
@@ -38,65 +66,67 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default=None)
     parser.add_argument(
         "--flavor",
-        default=os.environ.get(deps_layer.FLAVOR_ENV, "cpu"),
-        choices=sorted(deps_layer.FLAVOR_LOCKS),
-        help=f"dependency flavor (default: ${deps_layer.FLAVOR_ENV} or cpu)",
+        default=None,
+        help=f"{' or '.join(sorted(deps_layer.FLAVOR_LOCKS))} "
+        f"(default: ${deps_layer.FLAVOR_ENV} or cpu)",
     )
     parser.add_argument("--revision", default="HEAD")
     args = parser.parse_args(argv)
+    flavor = build.command_flavor(args.flavor)
 
-    workspace = clusters.workspace_root()
-    settings = clusters.load(workspace)
+    workspace = build.command_workspace()
+    settings = build.command_settings(workspace)
     if args.registry in settings.registries:
         registry = settings.registries[args.registry]
     elif args.registry.startswith(("http://", "https://")):
         registry = clusters.RegistryConfig("command-line", args.registry)
     else:
-        print(
-            f"push_image: --registry {args.registry!r} is neither a registry of clusters.yaml "
-            f"({', '.join(settings.registries)}) nor an http(s):// URL",
-            file=sys.stderr,
+        raise build.CommandError(
+            f"--registry {args.registry!r} is neither a registry of {clusters.CLUSTERS_FILE} "
+            f"({', '.join(settings.registries)}) nor an http(s):// URL; pass one of those",
+            exit_code=2,
         )
-        return 2
-    commit = git(workspace, "rev-parse", "--verify", f"{args.revision}^{{commit}}").strip()
+    commit = build.command_commit(workspace, args.revision)
     if args.experiment:
         listed = subprocess.run(
-            [
-                "git",
-                "-C",
-                str(workspace),
-                "cat-file",
-                "-e",
-                f"{commit}:experiments/{args.experiment}.py",
-            ],
+            ["git", "-C", str(workspace), "cat-file", "-e",
+             f"{commit}:experiments/{args.experiment}.py"],
             capture_output=True,
-        )
+        )  # fmt: skip
         if listed.returncode != 0:
-            print(
-                f"push_image: experiments/{args.experiment}.py is not in commit {commit[:12]}",
-                file=sys.stderr,
+            raise build.CommandError(
+                f"experiments/{args.experiment}.py is not in commit {commit[:12]}; check the "
+                "name (ls experiments/) or commit the file",
+                exit_code=2,
             )
-            return 2
     if git(workspace, "status", "--porcelain", "--untracked-files=no").strip():
         print(
             "[push] note: uncommitted changes are not in the image (it holds commit "
             f"{commit[:12]})",
             file=sys.stderr,
         )
+    repository = args.repository or settings.image.repository
     if registry.embedded:
         services.Registry(services.default_state_root() / "registry", registry.host).start()
+    try:
+        registry_client.RegistryClient(
+            registry.url, repository, retry=_PROBE_RETRY, log=lambda _: None
+        ).ping()
+    except registry_client.RegistryError as error:
+        raise registry_problem(registry.url, error, "us") from error
 
     image = build.build_image(
         workspace,
         revision=commit,
-        flavor=args.flavor,
+        flavor=flavor,
         source_url=settings.image.source,
         base_recipe=settings.image.base_recipe(),
     )
-    client = registry_client.RegistryClient(
-        registry.url, args.repository or settings.image.repository
-    )
-    result = registry_client.push_image(client, image, image.tag)
+    client = registry_client.RegistryClient(registry.url, repository)
+    try:
+        result = registry_client.push_image(client, image, image.tag)
+    except registry_client.RegistryError as error:
+        raise registry_problem(registry.url, error, "the push") from error
     print(
         f"[push] done in {result.seconds:.1f} s: {result.bytes_uploaded:,} bytes uploaded "
         f"({result.blobs_uploaded} blobs), {result.blobs_skipped} blobs already present; "
@@ -111,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(result.reference)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return build.run_command("push_image", lambda: _main(argv))
 
 
 if __name__ == "__main__":

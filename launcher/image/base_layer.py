@@ -217,13 +217,27 @@ def add_image_contract(root: Path, recipe: BaseRecipe) -> None:
         os.chmod(root / mount_point, mode)
 
 
+class BaseLayerNeedsRoot(RuntimeError):
+    """The base layer is not cached and only root can build it; one line saying how."""
+
+
+# Once as root, the layer is cached for every user of this cache.
+_BUILD_AS_ROOT = "sudo -E ./tools/bazel run //launcher:build_image"
+
+
 def _debootstrap(recipe: BaseRecipe, root: Path, log: Path) -> None:
     if os.geteuid() != 0:
-        raise RuntimeError(
-            "building the base layer runs debootstrap, which needs root. Run the build once as "
-            "root on this machine (the layer is then cached for every user of this cache), "
-            "e.g. `sudo -E ./tools/bazel run //launcher:build_image`."
+        if packages.missing(["debootstrap"]):
+            raise BaseLayerNeedsRoot(
+                "building the base layer needs debootstrap, which is not installed, and root: "
+                "run `sudo apt-get update && sudo apt-get install -y debootstrap`, then "
+                f"`{_BUILD_AS_ROOT}` once on this machine"
+            )
+        raise BaseLayerNeedsRoot(
+            "building the base layer runs debootstrap, which needs root: run "
+            f"`{_BUILD_AS_ROOT}` once on this machine (the layer is then cached for every user)"
         )
+    # A fresh machine has no debootstrap; like the dev services' daemons, install it on demand.
     packages.ensure_installed({"debootstrap": "debootstrap"})
     command = [
         process.program("debootstrap"),
