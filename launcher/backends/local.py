@@ -6,11 +6,16 @@ which pulls the image by digest and runs it through the Docker engine when one a
 the unpacked image. Its files live in the job folder: `run_image.py` (a copy), `job.json`,
 `output.log`, `pid` and, once it ends, `exit_code`. The job id is
 `<run name>-<YYYYmmdd-HHMMSS>`; the index in `<cache>/local-jobs/<id>` points at the folder.
+
+`preflight` (launch calls it before the gate) makes sure the machine can run the image at
+all: it starts the dev Docker engine when the cluster lists that service, and otherwise
+installs bubblewrap on demand (`ensure_container_runtime`, also for the dev Slurm node).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +24,14 @@ from pathlib import Path
 
 from launcher.backends.backend import Backend, JobSpec, JobState, JobStatus
 from launcher.runtime import run_image
-from tools.services import process, services
+from tools.services import packages, process, services
+
+_START_DOCKER = "./tools/bazel run //tools/services -- start docker"
+# What run_image.py's bwrap_command unshares for an image with a non-root user (ours).
+_BWRAP_PROBE = [
+    "bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc",
+    "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true",
+]  # fmt: skip
 
 
 def find_docker_host() -> str | None:
@@ -37,17 +49,92 @@ def find_docker_host() -> str | None:
     return None
 
 
+def ensure_container_runtime(runtime: str = "auto", start_docker: bool = False) -> list[str]:
+    """Make this machine able to run a job's image with `runtime`; the problems left, if any.
+
+    Jobs of the `local` cluster, and of a Slurm cluster whose node is this machine (the dev
+    one), run the image through run_image.py: a Docker engine when one answers, else
+    bubblewrap. A fresh machine has neither, and such a job used to fail right after its id
+    was printed. So, before anything is pushed:
+
+    - with `start_docker` (clusters.yaml lists the `docker` service) the dev engine starts;
+    - "auto" takes an engine that answers, else bubblewrap; "docker" needs an engine;
+    - bubblewrap is installed on demand as root (Debian's `bubblewrap`, like the dev
+      services' packages), and tried once, since a kernel may forbid its user namespaces.
+
+    Each problem is one line with the fix; [] means a job can start.
+    """
+    if start_docker and runtime in ("auto", "docker"):
+        engine = services.docker()
+        try:
+            engine.start()
+        except (RuntimeError, OSError, ValueError) as error:
+            return [
+                f"the dev Docker engine did not start ({_first_line(error)}); see "
+                f"{engine.state_dir / 'dockerd.log'}, or drop `docker` from the cluster's "
+                "services in launcher/clusters.yaml to run jobs under bubblewrap"
+            ]
+    if runtime in ("auto", "docker") and find_docker_host() is not None:
+        return []
+    if runtime == "docker":
+        return [
+            "launcher/clusters.yaml asks for runtime docker, but no Docker engine answers "
+            "($DOCKER_HOST, tools/services' engine, /var/run/docker.sock); start one: "
+            + _START_DOCKER
+        ]
+    return _ensure_bubblewrap()
+
+
+def _ensure_bubblewrap() -> list[str]:
+    if shutil.which("bwrap") is None:
+        try:
+            packages.ensure_installed({"bwrap": "bubblewrap"})
+        except packages.MissingPackages as error:
+            return [
+                "no Docker engine answers and bubblewrap is not installed; install it as root: "
+                f"{error.command} (or start Docker: {_START_DOCKER})"
+            ]
+        except RuntimeError as error:
+            return [f"could not install bubblewrap ({_first_line(error)}); or: {_START_DOCKER}"]
+    try:
+        probe = subprocess.run(_BWRAP_PROBE, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return [f"bwrap does not run ({_first_line(error)}); reinstall bubblewrap"]
+    if probe.returncode != 0:
+        return [
+            f"bwrap cannot make a sandbox on this machine ({_first_line(probe.stderr)}); allow "
+            "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1) or use "
+            f"Docker: {_START_DOCKER}"
+        ]
+    return []
+
+
+def _first_line(error: object) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 class LocalBackend(Backend):
     """Jobs as detached runner processes on this machine.
 
     Args:
         index_dir: folder of job-id -> job-folder links.
         runtime: "auto", "docker" or "bwrap" (clusters.yaml `runtime`).
+        services: the cluster's dev services (clusters.yaml `services`); with "docker",
+            preflight starts the dev Docker engine.
     """
 
-    def __init__(self, index_dir: Path, runtime: str = "auto") -> None:
+    def __init__(
+        self, index_dir: Path, runtime: str = "auto", services: tuple[str, ...] = ()
+    ) -> None:
         self.index_dir = Path(index_dir)
         self.runtime = runtime
+        self.services = tuple(services)
+
+    def preflight(self, job_partitions: tuple[str, ...]) -> list[str]:
+        """A container runtime this machine can run the image with (see
+        `ensure_container_runtime`); the local cluster has no partitions to check."""
+        return ensure_container_runtime(self.runtime, start_docker="docker" in self.services)
 
     def _job_dir(self, job_id: str) -> Path:
         link = self.index_dir / job_id

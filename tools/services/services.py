@@ -18,6 +18,7 @@ loopback or on a Unix socket inside the state directory:
 - slurm: `munged` (socket in the state directory), `slurmctld` and `slurmd` for one node
   named localhost at 127.0.0.1 with two partitions, `debug` (default) and `batch`, both on
   that node, so ordered partition lists can be tried; `SLURM_CONF` points clients at it.
+  The node runs jobs' images, so bubblewrap is installed with it (used without Docker).
 """
 
 from __future__ import annotations
@@ -360,7 +361,11 @@ PartitionName=batch Nodes=localhost Default=NO MaxTime=INFINITE State=UP
     def _start(self) -> str:
         if self.running() and self.healthy():
             return str(self.conf)
-        packages.ensure_installed({"slurmctld": "slurm-wlm", "munged": "munge"})
+        # The node is this machine and runs each job's image through run_image.py; without a
+        # Docker engine that is bubblewrap, so the node gets it with the daemons.
+        packages.ensure_installed(
+            {"slurmctld": "slurm-wlm", "munged": "munge", "jobs' sandbox": "bubblewrap"}
+        )
         if os.geteuid() != 0:
             raise RuntimeError("the dev Slurm cluster runs its daemons as root; start it as root")
         for port in (self.slurmctld_port, self.slurmd_port):

@@ -144,6 +144,8 @@ def test_slurm_cluster_runs_a_batch_job_and_listens_on_loopback(state_root):
         assert state == "COMPLETED"
         assert (state_root / f"out-{job_id}.txt").read_text() == f"hello from {job_id}\n"
         assert slurm.start() == conf  # idempotent
+        # The node can run a job's image without Docker: bubblewrap came with the cluster.
+        assert packages.missing(["bubblewrap"]) == []
     finally:
         assert slurm.stop() is True
     assert not slurm.running()
