@@ -82,7 +82,7 @@ def test_nano_completes_on_the_local_cluster_through_docker(launched):
     status = testing.wait_for_job(backend, job_id, timeout_s=600)
     print(f"e2e local: launch {launch_seconds:.0f} s, job {time.monotonic() - start:.0f} s more")
     logs = backend.logs(job_id)
-    assert status.state is JobState.COMPLETED, logs[-4000:]
+    assert status.state is JobState.COMPLETED, testing.job_report(backend, job_id, status)
     assert "[run_image] runtime docker" in logs
     run_dir = work / "runs" / PROJECT / RUN
     records = (run_dir / "metrics.jsonl").read_text().splitlines()

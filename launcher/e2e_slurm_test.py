@@ -78,7 +78,7 @@ def test_nano_with_two_cpu_processes_completes_on_slurm(workspace, env, cluster)
     status = testing.wait_for_job(backend, job_id, timeout_s=600)
     finished = time.monotonic() - start
     print(f"e2e slurm: launch {launched:.0f} s, job finished {finished:.0f} s after the command")
-    assert status.state is JobState.COMPLETED, backend.logs(job_id)[-4000:]
+    assert status.state is JobState.COMPLETED, testing.job_report(backend, job_id, status)
 
     run_dir = workspace / "runs" / PROJECT / RUN
     steps = _logged_steps(run_dir)
@@ -122,14 +122,17 @@ def test_a_requeued_job_resumes_from_its_checkpoint(workspace, env, cluster):
     job_id = re.search(r"job id\s+(\d+)", result.stderr).group(1)
     run_dir = workspace / "runs" / PROJECT / run
     backend = SlurmBackend(cluster.conf, testing.real_home() / ".cache/terra-lab/jobs/slurm")
-    deadline = time.monotonic() + 600  # as long as `wait_for_job` gives a whole job
-    while _newest_checkpoint_step(run_dir) < 2:
-        assert time.monotonic() < deadline, "no checkpoint of step 2 or later within 10 minutes"
-        time.sleep(0.1)
+    testing.wait_while_job_runs(
+        backend,
+        job_id,
+        lambda: _newest_checkpoint_step(run_dir) >= 2,
+        "a checkpoint of step 2 or later",
+        timeout_s=600,  # as long as `wait_for_job` gives a whole job
+    )
     # What a preemption does: Slurm puts the job back in the queue and starts it again.
     subprocess.run(["scontrol", "requeue", job_id], env=cluster.env(), check=True)
     status = testing.wait_for_job(backend, job_id, timeout_s=600)
-    assert status.state is JobState.COMPLETED, backend.logs(job_id)[-4000:]
+    assert status.state is JobState.COMPLETED, testing.job_report(backend, job_id, status)
     assert "restarts 1" in status.detail, "the job ended before the requeue reached it"
     starts = json.loads((run_dir / "provenance.json").read_text())["starts"]
     assert [start["job_id"] for start in starts] == [job_id, job_id]  # one job, two starts

@@ -14,8 +14,9 @@ import os
 import pwd
 import subprocess
 import tarfile
+import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,14 +203,52 @@ def scratch_workspace(source: Path, root: Path, edits: dict[str, str] | None = N
 
 def wait_for_job(backend, job_id: str, timeout_s: float):  # -> JobStatus
     """Poll `backend.status` until the job finishes or `timeout_s` passes."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     status = backend.status(job_id)
     while not status.state.finished and time.monotonic() < deadline:
         time.sleep(2)
         status = backend.status(job_id)
     return status
+
+
+def job_report(backend, job_id: str, status, log_chars: int = 4000) -> str:
+    """The job's state and the end of its log, for an assertion message."""
+    log = backend.logs(job_id)
+    return (
+        f"job {job_id}: {status.state.value} {status.detail}\n--- log (end) ---\n{log[-log_chars:]}"
+    )
+
+
+def wait_while_job_runs(
+    backend, job_id: str, done: Callable[[], bool], what: str, timeout_s: float,
+    poll_s: float = 0.1, status_every_s: float = 1.0,
+) -> None:  # fmt: skip
+    """Poll `done()` until it holds; fail at once, with the job's log, once it cannot.
+
+    A job that has ended (failed, cancelled, completed, or forgotten by the scheduler) will
+    not produce `what` any more: waiting the full `timeout_s` for it only hides the log that
+    says why. `done` is polled every `poll_s`, the scheduler every `status_every_s`.
+    """
+    deadline = time.monotonic() + timeout_s
+    next_status = 0.0
+    while not done():
+        now = time.monotonic()
+        if now >= next_status:
+            status = backend.status(job_id)
+            if status.state.finished or status.state.name == "UNKNOWN":
+                if done():  # it came just before the end
+                    return
+                raise AssertionError(
+                    f"the job ended before {what}; {job_report(backend, job_id, status)}"
+                )
+            next_status = now + status_every_s
+        if now > deadline:
+            status = backend.status(job_id)
+            raise AssertionError(
+                f"{what} did not come within {timeout_s:.0f} s; "
+                + job_report(backend, job_id, status)
+            )
+        time.sleep(poll_s)
 
 
 E2E_ROOT = Path("/tmp/terra-lab-e2e")
