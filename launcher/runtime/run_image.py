@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -47,6 +48,8 @@ LAYER_MEDIA_TYPES = (
     "application/vnd.docker.image.rootfs.diff.tar",
 )
 _CHUNK = 1 << 20
+# The job's exit code when this node can run no image (as a shell's "command not found").
+MISSING_RUNTIME_EXIT_CODE = 127
 
 
 # -- fetching, by digest, verified ---------------------------------------------------------
@@ -374,8 +377,6 @@ def run_bwrap(
     passed: list[str],
     gpus: int,
 ) -> int:
-    if shutil.which("bwrap") is None:
-        raise RuntimeError("neither a Docker engine nor bwrap is available; install bubblewrap")
     rootfs, config = unpack_image(registry, repository, digest, cache)
     command = bwrap_command(rootfs, config, args, mounts, gpus)
     env = image_environment(config, extra_env, passed, gpus)
@@ -445,6 +446,13 @@ def main(argv: list[str] | None = None) -> int:
     if runtime == "auto":
         runtime = "docker" if docker_available(options.docker_host) else "bwrap"
     _log(f"runtime {runtime}")
+    if runtime == "bwrap" and shutil.which("bwrap") is None:
+        # One line and an exit code the backends report, not a traceback from the runner.
+        _log(
+            f"no Docker engine answers and bwrap is not installed on {socket.gethostname()}; "
+            "install bubblewrap (sudo apt-get install -y bubblewrap) or start Docker"
+        )
+        return _finish(options.exit_code_file, MISSING_RUNTIME_EXIT_CODE)
     for host, _, read_only in options.mount:
         if not read_only:
             Path(host).mkdir(parents=True, exist_ok=True)
@@ -480,8 +488,12 @@ def main(argv: list[str] | None = None) -> int:
             options.pass_env,
             options.gpus,
         )
-    if options.exit_code_file:
-        options.exit_code_file.write_text(f"{code}\n")
+    return _finish(options.exit_code_file, code)
+
+
+def _finish(exit_code_file: Path | None, code: int) -> int:
+    if exit_code_file:
+        exit_code_file.write_text(f"{code}\n")
     _log(f"exit code {code}")
     return code
 

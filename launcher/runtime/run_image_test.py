@@ -131,3 +131,22 @@ def test_secrets_reach_the_job_environment_but_not_its_command_line(tmp_path, mo
     }
     command = run_image.bwrap_command(tmp_path, config, [], [], gpus=0)
     assert not any("s3cr3t" in part for part in command)
+
+
+def test_a_node_without_docker_or_bwrap_fails_with_one_line_and_an_exit_code(
+    tmp_path, monkeypatch, capsys
+):
+    empty = tmp_path / "no-tools"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # neither docker nor bwrap
+    exit_file = tmp_path / "exit_code"
+    code = run_image.main(
+        ["--registry", "http://127.0.0.1:9", "--image", "terra-lab@sha256:" + "0" * 64,
+         "--cache", str(tmp_path / "cache"), "--exit-code-file", str(exit_file), "--", "true"]
+    )  # fmt: skip
+    assert code == run_image.MISSING_RUNTIME_EXIT_CODE == 127
+    assert exit_file.read_text() == "127\n"  # what the local backend reports as FAILED
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "no Docker engine answers and bwrap is not installed on " in err
+    assert "install bubblewrap (sudo apt-get install -y bubblewrap) or start Docker" in err
