@@ -6,7 +6,8 @@ CPU-sized step (script.for_local_cpu: batch 8, token budget 300, warmup 20); els
 Launch:
     ./tools/bazel run //experiments:nano -- launch nano <cluster> --launch.num_gpus=1 \\
         --trainer.callbacks.wandb.project=YYYY_MM_DD_<study>
-Quickstart: ./tools/bazel run //experiments:nano -- train nano_quickstart local --trainer.max_steps=100
+Quickstart:
+    ./tools/bazel run //experiments:nano -- train nano_quickstart local --trainer.max_steps=100
 """
 
 from experiments import script
