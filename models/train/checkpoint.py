@@ -1,32 +1,71 @@
 """Atomic checkpoint directories: `checkpoints/step_<N>/`.
 
-A checkpoint is a directory of torch-pickled parts (`model.pt`, `optim.pt`, ...) plus
-`meta.json`. It is written under a temporary name in the same parent
-(`.tmp-step_<N>-<pid>-<random>`), every file and the directory are fsynced, and only
-then is the directory renamed to `step_<N>` (rename is atomic within one filesystem).
-So a process killed mid-write leaves at most a `.tmp-*` directory, which `list_complete`
-never returns and `remove_incomplete` deletes; a `step_<N>` directory is always whole.
+A checkpoint is a directory of parts (`model.pt`, `optim.pt`, `trainer.pt`) plus
+`meta.json`. A part holds only tensors and plain values (dicts, lists, tuples, numbers,
+strings, None), and is read back with `torch.load(weights_only=True)`: the run root is
+writable by every job, so a file planted in a checkpoint folder must not run code when a
+run resumes from it. `save` refuses a part holding anything else, naming where it is.
 
-Deleting goes the other way: rename to `.tmp-*` first, then remove the files, so a crash
-mid-delete never leaves a half-emptied `step_<N>`.
+It is written under a temporary name in the same parent (`.tmp-step_<N>-<pid>-<random>`),
+every file and the directory are fsynced, and only then is the directory renamed to
+`step_<N>` (rename is atomic within one filesystem). So a process killed mid-write leaves
+at most a `.tmp-*` directory, which `list_complete` never returns and `remove_incomplete`
+deletes; a `step_<N>` directory is always whole. `meta.json` is written last and records
+each part's size, so a part truncated or replaced later is caught before it is unpickled.
+
+Re-saving a step moves the old `step_<N>` aside (`.tmp-replaced-step_<N>-*`) before the
+new one takes its name, and deletes it only after. A crash between the two renames leaves
+no `step_<N>`, but `remove_incomplete` (run before a resume) puts the old one back: at
+every moment a whole copy of step N is on disk and a resume finds it.
+
+Deleting goes the other way: rename to `.tmp-delete-*` first, then remove the files, so a
+crash mid-delete never leaves a half-emptied `step_<N>`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import pickle
 import re
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
 TMP_PREFIX = ".tmp-"
+REPLACED_PREFIX = f"{TMP_PREFIX}replaced-"
+FORMAT = 2
+"""meta.json's `format`: 2 = parts hold only tensors and plain values. Checkpoints without
+it (format 1) kept NumPy's RNG state as an array; they still load (see `load`)."""
+
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+_REPLACED_DIR = re.compile(rf"^{re.escape(REPLACED_PREFIX)}(step_\d+)-[0-9a-f]+$")
+_PART_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# Types `torch.load(weights_only=True)` rebuilds without running code of the file, matched
+# exactly: a subclass (NumPy's float64 is a float, a namedtuple a tuple) pickles as its own
+# class, which that load refuses.
+_PLAIN_LEAVES = (str, bytes, int, float, complex, bool, type(None), torch.dtype, torch.device)
+_PLAIN_SEQUENCES = (list, tuple, set, frozenset, torch.Size)
+
+
+class UnreadableCheckpointError(ValueError):
+    """A checkpoint directory whose meta.json or a part cannot be read back."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"checkpoint {path} cannot be loaded: {reason}")
+        self.path = Path(path)
+        self.reason = reason
 
 
 def step_dir_name(step: int) -> str:
@@ -41,39 +80,79 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def check_plain(value: Any, where: str) -> None:
+    """Raise TypeError unless `value` is tensors and plain values all the way down.
+
+    `where` names `value` in the message (`trainer["rng"][0]["numpy"]`), so the caller
+    learns which state to convert, at save time rather than at the next resume.
+    """
+    if isinstance(value, torch.Tensor) or type(value) in _PLAIN_LEAVES:
+        return
+    if type(value) in (dict, OrderedDict):
+        for key, item in value.items():
+            check_plain(key, f"{where} key {key!r}")
+            check_plain(item, f"{where}[{key!r}]")
+        return
+    if type(value) in _PLAIN_SEQUENCES:
+        for index, item in enumerate(value):
+            check_plain(item, f"{where}[{index}]")
+        return
+    raise TypeError(
+        f"{where} is a {type(value).__module__}.{type(value).__qualname__}: checkpoint parts "
+        "may hold only tensors, dicts, lists, tuples, numbers, strings and None (they are "
+        "loaded with torch.load(weights_only=True)); convert it to those"
+    )
+
+
+def _check_part_name(name: str) -> None:
+    if not isinstance(name, str) or not _PART_NAME.match(name):
+        raise ValueError(f"checkpoint part name {name!r} is not a plain file name")
+
+
 def save(
     checkpoints_dir: Path, step: int, parts: Mapping[str, Any], meta: Mapping[str, Any]
 ) -> Path:
-    """Write `parts` (name -> picklable object) atomically as `step_<step>`.
+    """Write `parts` (name -> tensors and plain values) atomically as `step_<step>`.
 
     Args:
         checkpoints_dir: the run's `checkpoints/` folder (created if needed).
         step: the number of completed optimizer steps the state corresponds to.
-        parts: each is saved with `torch.save` as `<name>.pt`.
+        parts: each is saved with `torch.save` as `<name>.pt` (see `check_plain`).
         meta: small JSON-able facts (step, world size, ...) written last as `meta.json`.
 
     Returns:
-        The final directory. An existing `step_<step>` is replaced.
+        The final directory. An existing `step_<step>` is replaced (see the module doc).
     """
+    for name, obj in parts.items():
+        _check_part_name(name)
+        check_plain(obj, name)
     checkpoints_dir = Path(checkpoints_dir)
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoints_dir / step_dir_name(step)
     tmp = checkpoints_dir / f"{TMP_PREFIX}{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    sizes = {}
     for name, obj in parts.items():
         with open(tmp / f"{name}.pt", "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
+            sizes[name] = os.fstat(handle.fileno()).st_size
+    record = {"step": step, "format": FORMAT, "parts": sorted(parts), "sizes": sizes, **meta}
     with open(tmp / META_FILE, "w") as handle:
-        json.dump({"step": step, "parts": sorted(parts), **meta}, handle, indent=1)
+        json.dump(record, handle, indent=1)
         handle.flush()
         os.fsync(handle.fileno())
     _fsync_path(tmp)
     if final.exists():
-        delete(final)
-    os.rename(tmp, final)
-    _fsync_path(checkpoints_dir)
+        aside = checkpoints_dir / f"{REPLACED_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(final, aside)
+        os.rename(tmp, final)
+        _fsync_path(checkpoints_dir)  # the new step_<N> is durable before the old one goes
+        shutil.rmtree(aside)
+    else:
+        os.rename(tmp, final)
+        _fsync_path(checkpoints_dir)
     return final
 
 
@@ -82,8 +161,9 @@ def _step_of(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def list_complete(checkpoints_dir: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every complete checkpoint, oldest first; temp dirs are ignored."""
+def list_finished(checkpoints_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every `step_<N>` whose write finished (it has a meta.json), oldest
+    first, whether or not its files are readable: what a resume tries, newest first."""
     checkpoints_dir = Path(checkpoints_dir)
     if not checkpoints_dir.is_dir():
         return []
@@ -95,6 +175,23 @@ def list_complete(checkpoints_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def list_complete(checkpoints_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every complete checkpoint, oldest first; temp dirs are ignored.
+
+    One whose meta.json does not read as this step's (garbage, torn, another step's) is
+    left out with a warning, so that callers can read the meta of what they get.
+    """
+    complete = []
+    for step, path in list_finished(checkpoints_dir):
+        try:
+            read_meta(path)
+        except UnreadableCheckpointError as error:
+            logger.warning("skipping %s: %s", path, error.reason)
+            continue
+        complete.append((step, path))
+    return complete
+
+
 def latest_complete(checkpoints_dir: Path) -> Path | None:
     """The complete checkpoint with the highest step, or None."""
     found = list_complete(checkpoints_dir)
@@ -102,15 +199,27 @@ def latest_complete(checkpoints_dir: Path) -> Path | None:
 
 
 def remove_incomplete(checkpoints_dir: Path) -> list[Path]:
-    """Delete leftovers of interrupted writes or deletes; returns what was removed."""
+    """Delete leftovers of interrupted writes or deletes; returns what was removed.
+
+    A `step_<N>` moved aside by a re-save that did not finish is renamed back instead when
+    no `step_<N>` took its place (the re-save is undone, as an interrupted write is).
+    """
     checkpoints_dir = Path(checkpoints_dir)
     if not checkpoints_dir.is_dir():
         return []
     removed = []
-    for path in checkpoints_dir.iterdir():
-        if path.name.startswith(TMP_PREFIX):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+    for path in sorted(checkpoints_dir.iterdir()):
+        if not path.name.startswith(TMP_PREFIX):
+            continue
+        replaced = _REPLACED_DIR.match(path.name)
+        original = checkpoints_dir / replaced.group(1) if replaced else None
+        if original is not None and not original.exists() and (path / META_FILE).is_file():
+            os.rename(path, original)
+            _fsync_path(checkpoints_dir)
+            logger.warning("restored %s, which an interrupted re-save had moved aside", original)
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
     return removed
 
 
@@ -123,34 +232,125 @@ def delete(path: Path) -> None:
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    return json.loads((Path(path) / META_FILE).read_text())
+    """The checkpoint's meta.json, checked: a JSON object of this directory's step whose
+    parts are plain file names. Raises UnreadableCheckpointError otherwise."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UnreadableCheckpointError(
+            path, f"{META_FILE} does not read as JSON ({error})"
+        ) from error
+    if not isinstance(meta, dict):
+        raise UnreadableCheckpointError(path, f"{META_FILE} holds a {type(meta).__name__}")
+    step, parts = meta.get("step"), meta.get("parts")
+    expected_step = _step_of(path)
+    if not isinstance(step, int) or (expected_step is not None and step != expected_step):
+        raise UnreadableCheckpointError(
+            path, f"{META_FILE} says step {step!r}, the folder name step {expected_step}"
+        )
+    if not isinstance(parts, list) or not all(
+        isinstance(name, str) and _PART_NAME.match(name) for name in parts
+    ):
+        raise UnreadableCheckpointError(path, f"{META_FILE} lists parts {parts!r}")
+    sizes, version = meta.get("sizes", {}), meta.get("format", 1)
+    if not isinstance(sizes, dict) or not isinstance(version, int):
+        raise UnreadableCheckpointError(
+            path, f"{META_FILE} has format {version!r} and sizes {sizes!r}"
+        )
+    return meta
 
 
-def load(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """Every part of the checkpoint at `path`, by name.
+@contextlib.contextmanager
+def _format_1_globals(meta: Mapping[str, Any]) -> Iterator[None]:
+    """Format 1 pickled NumPy's RNG state as an array: allow rebuilding arrays (of plain
+    dtypes; no other class, no code) for those checkpoints only."""
+    if meta.get("format", 1) >= FORMAT:
+        yield
+        return
+    array_globals = [np._core.multiarray._reconstruct, np.ndarray, np.dtype]
+    array_globals += [type(np.dtype(code)) for code in ("u4", "i8", "f8")]
+    with torch.serialization.safe_globals(array_globals):
+        yield
 
-    `weights_only=False`: the parts hold our own non-tensor state (RNG tuples, NumPy
-    arrays, data-loader positions); only load checkpoints this code wrote.
+
+def _refusal_reason(error: pickle.UnpicklingError) -> str:
+    """The line of torch's weights_only refusal that says what it met (an unsupported
+    global: planted code; an unsupported operand: garbage), without its boilerplate."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = [
+        line.rpartition("your use case: ")[2]
+        for line in lines[1:]
+        if not line.startswith("Check the documentation")
+    ]
+    return " ".join(part for part in said if part) or (lines[0] if lines else repr(error))
+
+
+def load(
+    path: Path, map_location: torch.device | str = "cpu", parts: Collection[str] | None = None
+) -> dict[str, Any]:
+    """Every part of the checkpoint at `path` (or those named in `parts`), by name.
+
+    Parts are loaded with `weights_only=True`: a part that would need any other class
+    (code planted in the folder) is refused without running it. Anything wrong with the
+    folder (meta.json, a missing, truncated or refused part) raises
+    UnreadableCheckpointError, whose reason names the file.
     """
     path = Path(path)
-    return {
-        name: torch.load(path / f"{name}.pt", map_location=map_location, weights_only=False)
-        for name in read_meta(path)["parts"]
-    }
+    meta = read_meta(path)
+    sizes = meta.get("sizes", {})
+    wanted = meta["parts"] if parts is None else list(parts)
+    if unknown := sorted(set(wanted) - set(meta["parts"])):
+        raise UnreadableCheckpointError(path, f"it has no part {unknown} (parts: {meta['parts']})")
+    loaded = {}
+    for name in wanted:
+        file = path / f"{name}.pt"
+        if not file.is_file():
+            raise UnreadableCheckpointError(path, f"{file.name} is missing")
+        actual = file.stat().st_size
+        if name in sizes and actual != sizes[name]:
+            raise UnreadableCheckpointError(
+                path,
+                f"{file.name} has {actual} bytes, {META_FILE} recorded {sizes[name]} "
+                "(truncated or replaced after the checkpoint was written)",
+            )
+        try:
+            with _format_1_globals(meta):
+                loaded[name] = torch.load(file, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise UnreadableCheckpointError(
+                path,
+                f"{file.name} was refused by torch.load(weights_only=True), which runs none "
+                f"of it: {_refusal_reason(error)}",
+            ) from error
+        except Exception as error:  # torch raises many types for a damaged zip
+            raise UnreadableCheckpointError(
+                path, f"{file.name} is damaged ({type(error).__name__}: {error})"
+            ) from error
+    return loaded
 
 
-def prune(checkpoints_dir: Path, keep_last: int, permanent_every: int | None) -> list[Path]:
+def prune(
+    checkpoints_dir: Path,
+    keep_last: int,
+    permanent_every: int | None,
+    up_to_step: int | None = None,
+) -> list[Path]:
     """Delete old checkpoints: keep the newest `keep_last` and every permanent one.
 
     A checkpoint is permanent when its step is a multiple of `permanent_every`; permanent
-    checkpoints do not count towards `keep_last`. Returns the deleted paths.
+    checkpoints do not count towards `keep_last`. Checkpoints past `up_to_step` (left by
+    an earlier attempt that a resume fell back from, and to be replaced when training gets
+    there) neither count nor are deleted, so they cannot push out the ones the run is
+    writing now. Returns the deleted paths.
     """
     if keep_last < 1:
         raise ValueError(f"prune needs keep_last >= 1, got {keep_last}")
     ephemeral = [
         path
-        for step, path in list_complete(checkpoints_dir)
+        for step, path in list_finished(checkpoints_dir)
         if not (permanent_every and step % permanent_every == 0)
+        and (up_to_step is None or step <= up_to_step)
     ]
     doomed = ephemeral[:-keep_last]
     for path in doomed:

@@ -24,11 +24,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
+    """NumPy's legacy state tuple with its key array as a tensor: the array would need
+    NumPy's classes to unpickle, which a weights_only load refuses."""
+    algorithm, key, position, has_gauss, cached_gaussian = state
+    return {
+        "algorithm": str(algorithm),
+        # int64 holds every uint32 exactly; torch's uint32 tensors have few operations.
+        "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+
+
+def _numpy_state_from_plain(state: dict[str, Any] | tuple) -> tuple:
+    if isinstance(state, tuple):  # captured before the state was kept plain
+        return state
+    return (
+        state["algorithm"],
+        state["key"].numpy().astype(np.uint32),
+        state["position"],
+        state["has_gauss"],
+        state["cached_gaussian"],
+    )
+
+
 def capture_rng_state() -> dict[str, Any]:
-    """A picklable snapshot of every generator's state."""
+    """A snapshot of every generator's state, as tensors and plain Python values only, so
+    that a checkpoint holding it loads with `torch.load(weights_only=True)`.
+
+    Python's state is already a tuple of ints (and None or a float); torch's are byte
+    tensors; NumPy's key array becomes an int64 tensor.
+    """
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": _numpy_state_to_plain(np.random.get_state()),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -39,7 +70,7 @@ def capture_rng_state() -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Put every generator back where `capture_rng_state` found it."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(_numpy_state_from_plain(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from models.train import distributed, rng
+from models.train import checkpoint, distributed, rng
 from models.train.callbacks.callback import Callback, Metrics, sort_by_priority
 from models.train.callbacks.checkpointer import CheckpointerCallback, CheckpointerConfig
 from models.train.callbacks.config_saver import ConfigSaverCallback
@@ -309,8 +309,10 @@ class Trainer:
     def checkpoint_parts(self) -> dict[str, Any]:
         """Everything a resume needs, as checkpoint parts. Collective: call on every rank.
 
-        RNG and data-loader states are per rank (each rank draws its own drop-path masks
-        and reads its own shard), gathered to every rank in rank order.
+        Parts hold only tensors and plain values (`checkpoint.check_plain`), so that a
+        resume loads them with `torch.load(weights_only=True)`. RNG and data-loader states
+        are per rank (each rank draws its own drop-path masks and reads its own shard),
+        gathered to every rank in rank order.
         """
         module_state = dict(self.train_module.state_dict())
         parts: dict[str, Any] = {}
@@ -324,6 +326,10 @@ class Trainer:
             "data_loader": distributed.all_gather_object(self.data_loader.state_dict()),
             "rng": distributed.all_gather_object(rng.capture_rng_state()),
         }
+        # Checked on every rank (rank 0 alone writes): state a weights_only load would
+        # refuse fails the save on all ranks at once, not rank 0 with the others waiting.
+        for name, part in parts.items():
+            checkpoint.check_plain(part, name)
         return parts
 
     def load_checkpoint_parts(self, parts: dict[str, Any]) -> None:
