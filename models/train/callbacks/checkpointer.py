@@ -6,7 +6,12 @@ permanent one every `permanent_interval` steps (never pruned); the reference rec
 
 Resume: at `pre_train`, leftovers of interrupted writes are deleted and the newest
 complete `checkpoints/step_<N>/` is loaded on every rank (rank 0 picks it and tells the
-others, so all ranks load the same one).
+others, so all ranks load the same one). One that does not load (a damaged or planted
+file, a garbage meta.json) is skipped with a warning naming it and why, and the next older
+one is tried; the run resumes from the newest that loads and says that it fell back. When
+checkpoints exist but none loads, the run stops with one error naming them rather than
+start over from step 0 on top of them. The skipped ones stay (for inspection) until the
+run writes that step again, which replaces them; pruning does not count them.
 
 The checkpointer has the lowest priority: in `post_step` it runs after the loggers, so a
 step's metrics are on disk before a checkpoint that would skip past them exists. No
@@ -69,19 +74,58 @@ class CheckpointerCallback(Callback):
     def pre_train(self) -> None:
         if not self.config.resume:
             return
-        latest: str | None = None
+        choice: tuple[str | None, str | None] = (None, None)  # (checkpoint, error)
+        parts = None
         if self.trainer.is_main:
             for leftover in checkpoint.remove_incomplete(self.directory):
                 logger.warning("removed an incomplete checkpoint: %s", leftover)
-            found = checkpoint.latest_complete(self.directory)
-            latest = None if found is None else str(found)
-        latest = distributed.broadcast_object(latest)
+            parts, choice = self._newest_loadable()
+        latest, error = distributed.broadcast_object(choice)
+        if error is not None:
+            raise RuntimeError(error)  # on every rank: none waits for the others
         if latest is None:
             return
-        self.trainer.load_checkpoint_parts(checkpoint.load(Path(latest)))
+        if parts is None:  # the other ranks; rank 0 loaded it while choosing
+            parts = checkpoint.load(Path(latest))
+        try:
+            self.trainer.load_checkpoint_parts(parts)
+        except Exception as error:  # e.g. a model config that does not match the weights
+            error.add_note(f"while resuming from {latest}")
+            raise
         self.trainer.resumed_from = Path(latest)
         self.last_saved_step = self.trainer.step
         logger.info("resumed from %s (step %d)", latest, self.trainer.step)
+
+    def _newest_loadable(self) -> tuple[dict | None, tuple[str | None, str | None]]:
+        """(parts, (path, error)) of the newest checkpoint that loads, trying older ones
+        when newer ones fail; the error when there are checkpoints and none loads."""
+        failures = []
+        for _, path in reversed(checkpoint.list_finished(self.directory)):
+            try:
+                parts = checkpoint.load(path)
+            except checkpoint.UnreadableCheckpointError as error:
+                logger.warning(
+                    "cannot resume from %s: %s; trying the checkpoint before it", path, error.reason
+                )
+                failures.append(f"{path.name}: {error.reason}")
+                continue
+            if failures:
+                logger.warning(
+                    "resuming from %s, an older checkpoint than the newest, because %d newer "
+                    "one(s) did not load (see above); training repeats the steps after it",
+                    path,
+                    len(failures),
+                )
+            return parts, (str(path), None)
+        if not failures:
+            return None, (None, None)
+        error = (
+            f"no checkpoint in {self.directory} loads, so this run cannot resume:\n  "
+            + "\n  ".join(failures)
+            + "\nMove these step_<N> folders out of that folder (or delete them) to start the "
+            "run over from step 0, or put back a good copy of one to resume from it."
+        )
+        return None, (None, error)
 
     def _due(self, step: int) -> bool:
         permanent = self.config.permanent_interval
@@ -102,7 +146,12 @@ class CheckpointerCallback(Callback):
         if self.trainer.is_main:
             meta = {"world_size": self.trainer.env.world_size, "time": time.time()}
             path = checkpoint.save(self.directory, step, parts, meta)
-            checkpoint.prune(self.directory, self.config.keep_last, self.config.permanent_interval)
+            checkpoint.prune(
+                self.directory,
+                self.config.keep_last,
+                self.config.permanent_interval,
+                up_to_step=step,
+            )
         distributed.barrier()  # nobody runs ahead of a checkpoint that may be read back
         self.last_saved_step = step
         self.trainer.notify_checkpoint(step, path)
