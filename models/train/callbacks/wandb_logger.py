@@ -6,20 +6,44 @@ later with `wandb sync runs/<project>/<run>/wandb/offline-run-*`.
 
 The W&B run id is stored in wandb/run_id, so a resumed training run continues the same
 W&B run instead of starting a new one.
+
+Replayed steps. A run killed after its last checkpoint has logged steps that its resumed
+attempt trains (and logs) again; metrics.jsonl keeps the resumed values (see
+metrics_logger), and so must W&B, whose history otherwise keeps the first value of a step
+and drops later ones. `WandbConfig.replayed_steps` picks how:
+
+- "rewind" (default): steps are logged as they finish; a resumed attempt rewinds the W&B
+  run to the step it resumed from (`wandb.init(resume_from="<id>?_step=<N>")`), which
+  drops the killed attempt's later steps. Offline, the rewind is recorded in the new
+  segment's log (its branch point) and `wandb sync` sends it. W&B's server must offer run
+  rewind (a preview feature of W&B cloud); when it refuses, the run resumes without it,
+  with a warning, and W&B keeps the killed attempt's values of those steps.
+- "hold": a step is sent to W&B only once a checkpoint covers it (or training ends), so
+  W&B never holds a step that a resume replays. Works with any server; W&B lags up to one
+  checkpoint interval behind, and a run that dies leaves its uncovered steps to
+  metrics.jsonl only.
+
+The W&B run starts at the first step (rank 0), when the step a resume continues from is
+known: the checkpointer resumes after the loggers' `pre_train`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from models.train.callbacks.callback import Callback, Metrics
 from models.train.callbacks.config_saver import config_to_dict
 
+logger = logging.getLogger(__name__)
+
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+REPLAYED_STEPS = ("rewind", "hold")
 
 
 def resolve_mode(mode: str, environ: Mapping[str, str] | None = None) -> str:
@@ -41,6 +65,8 @@ class WandbConfig:
     name: W&B run name; None: the run folder's name.
     entity: W&B team or user; None: the key's default.
     tags: labels shown in the W&B UI.
+    replayed_steps: one of REPLAYED_STEPS: how W&B ends up with a resumed attempt's values
+        of steps a killed attempt had logged (see the module docstring).
     """
 
     enabled: bool = True
@@ -49,10 +75,16 @@ class WandbConfig:
     name: str | None = None
     entity: str | None = None
     tags: tuple[str, ...] = ()
+    replayed_steps: str = "rewind"
 
     def __post_init__(self) -> None:
         if self.mode not in WANDB_MODES:
             raise ValueError(f"WandbConfig.mode must be one of {WANDB_MODES}, got {self.mode!r}")
+        if self.replayed_steps not in REPLAYED_STEPS:
+            raise ValueError(
+                f"WandbConfig.replayed_steps must be one of {REPLAYED_STEPS}, got "
+                f"{self.replayed_steps!r}"
+            )
         self.tags = tuple(self.tags)
 
 
@@ -65,36 +97,79 @@ class WandbCallback(Callback):
         self.name = config.name or name
         self.run_config = run_config
         self.run: Any = None
+        self._started = False
+        self._held: list[tuple[int, dict[str, float]]] = []  # "hold": rows not yet covered
 
-    def _run_id(self) -> str:
-        path = self.trainer.run_dir.wandb_dir / "run_id"
-        if path.exists():
-            return path.read_text().strip()
+    def _run_id_path(self) -> Path:
+        return self.trainer.run_dir.wandb_dir / "run_id"
+
+    def _new_run_id(self) -> str:
         run_id = uuid.uuid4().hex[:12]
+        path = self._run_id_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(run_id + "\n")
         return run_id
 
-    def pre_train(self) -> None:
-        if not self.trainer.is_main:
-            return
+    def _start(self, first_step: int) -> None:
+        """Start (or continue) the W&B run before step `first_step` trains."""
         import wandb  # heavy import: only when W&B is actually used
 
-        self.run = wandb.init(
+        common = dict(
             project=self.project,
             name=self.name,
             entity=self.config.entity,
             tags=list(self.config.tags),
-            id=self._run_id(),
-            resume="allow",
             mode=resolve_mode(self.config.mode),
             dir=str(self.trainer.run_dir.path),
             config=config_to_dict(self.run_config),
         )
+        path = self._run_id_path()
+        run_id = path.read_text().strip() if path.exists() else ""
+        if not run_id:  # a first attempt (or one killed while writing the id: nothing logged)
+            self.run = wandb.init(id=self._new_run_id(), resume="allow", **common)
+            return
+        resumed_from = first_step - 1
+        if self.config.replayed_steps == "rewind":
+            # An earlier attempt may have logged steps past `resumed_from`, which this one
+            # trains again: rewinding drops them, so the values logged next are kept.
+            try:
+                self.run = wandb.init(resume_from=f"{run_id}?_step={resumed_from}", **common)
+                return
+            except Exception as error:  # a W&B server without run rewind
+                logger.warning(
+                    "could not rewind W&B run %s to step %d (%s); continuing it without: W&B "
+                    "keeps an earlier attempt's values of steps after %d where it logged "
+                    "them (metrics.jsonl has this attempt's). replayed_steps='hold' avoids it",
+                    run_id,
+                    resumed_from,
+                    error,
+                    resumed_from,
+                )
+        self.run = wandb.init(id=run_id, resume="allow", **common)
+
+    def pre_step(self, step: int) -> None:
+        if self.trainer.is_main and not self._started:
+            self._started = True
+            self._start(first_step=step)
 
     def post_step(self, step: int, metrics: Metrics) -> None:
-        if self.run is not None and self.trainer.is_log_step(step):
-            self.run.log({f"train/{k}": v for k, v in metrics.items() if k != "step"}, step=step)
+        if self.run is None or not self.trainer.is_log_step(step):
+            return
+        row = {f"train/{k}": v for k, v in metrics.items() if k != "step"}
+        if self.config.replayed_steps == "hold":
+            self._held.append((step, row))
+        else:
+            self.run.log(row, step=step)
+
+    def _send_held(self, up_to_step: int | None) -> None:
+        """Log the held rows of steps <= `up_to_step` (None: all of them)."""
+        while self._held and (up_to_step is None or self._held[0][0] <= up_to_step):
+            step, row = self._held.pop(0)
+            self.run.log(row, step=step)
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        if self.run is not None:
+            self._send_held(up_to_step=step)
 
     def _finish(self, exit_code: int) -> None:
         if self.run is not None:
@@ -102,7 +177,18 @@ class WandbCallback(Callback):
             self.run = None
 
     def post_train(self) -> None:
+        if self.run is not None:
+            self._send_held(up_to_step=None)  # training ended: no step is replayed
         self._finish(0)
 
     def on_error(self, error: BaseException) -> None:
+        if self._held:
+            logger.info(
+                "%d logged steps after the last checkpoint were not sent to W&B (a resume "
+                "trains them again; metrics.jsonl has them): steps %d-%d",
+                len(self._held),
+                self._held[0][0],
+                self._held[-1][0],
+            )
+            self._held.clear()
         self._finish(1)

@@ -1,12 +1,27 @@
-"""Tests for W&B logging: mode selection and an offline run inside the run folder."""
+"""Tests for W&B logging: mode selection, an offline run inside the run folder, and the
+resumed values of replayed steps winning in W&B's history as they do in metrics.jsonl."""
 
+import dataclasses
+import logging
 import types
 from pathlib import Path
 
 import pytest
+import torch
+from wandb.proto import wandb_internal_pb2
 
+from models.train import pretrain, tiny_run
 from models.train.callbacks import wandb_logger
+from models.train.callbacks.callback import Callback
+from models.train.callbacks.metrics_logger import read_metrics
 from models.train.run_dir import RunDirectory
+from tools.compare import wandb_reader
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
 
 
 @pytest.mark.parametrize(
@@ -26,34 +41,184 @@ def test_an_explicit_mode_wins_over_the_environment() -> None:
     assert wandb_logger.resolve_mode("offline", {"WANDB_API_KEY": "k"}) == "offline"
 
 
-def test_an_unknown_mode_is_rejected() -> None:
+def test_an_unknown_mode_or_replay_policy_is_rejected() -> None:
     with pytest.raises(ValueError, match="WandbConfig.mode"):
         wandb_logger.WandbConfig(mode="cloud")
+    with pytest.raises(ValueError, match="WandbConfig.replayed_steps"):
+        wandb_logger.WandbConfig(replayed_steps="keep")
 
 
-def _run(tmp_path: Path, steps: range) -> wandb_logger.WandbCallback:
-    callback = wandb_logger.WandbCallback(
-        wandb_logger.WandbConfig(mode="offline"), "proj", "run-a", {"lr": 0.1}
-    )
+def wandb_history(run_dir: Path) -> dict[int, dict]:
+    """The history W&B's server builds from a run folder's offline segments, by step.
+
+    Segments apply in start order. One that starts with a rewind (a branch point) first
+    drops the steps after that point; otherwise W&B keeps the first value logged for a
+    step and ignores a step at or below the last one it has (steps must increase).
+    """
+    segments = []
+    for log in wandb_reader.offline_run_files(run_dir):
+        # W&B's writer process may still be flushing a segment that finish() returned from.
+        rows = wandb_reader.read_finished_run(log).history
+        record = wandb_internal_pb2.Record()
+        for payload in wandb_reader.read_payloads(log):
+            record.ParseFromString(payload)
+            if record.WhichOneof("record_type") == "run":
+                break
+        run = record.run
+        branch = int(run.branch_point.value) if run.HasField("branch_point") else None
+        segments.append((run.start_time.ToNanoseconds(), branch, rows))
+    history: dict[int, dict] = {}
+    for _, branch, rows in sorted(segments, key=lambda segment: segment[0]):
+        if branch is not None:
+            history = {step: row for step, row in history.items() if step <= branch}
+        for row in rows:
+            step = int(row["_step"])
+            if not history or step > max(history):
+                history[step] = row
+    return history
+
+
+def _attempt(
+    run: Path, steps: range, value: float, config: wandb_logger.WandbConfig, crash: bool = False
+) -> wandb_logger.WandbCallback:
+    """One attempt of a run: logs `value` at each step, with a checkpoint every 3 steps;
+    `crash`: dies after the last step instead of finishing."""
+    callback = wandb_logger.WandbCallback(config, "proj", "run-a", {"lr": 0.1})
     callback.attach(
         types.SimpleNamespace(
-            is_main=True, run_dir=RunDirectory(tmp_path).create(), is_log_step=lambda s: True
+            is_main=True, run_dir=RunDirectory(run).create(), is_log_step=lambda step: True
         )
     )
     callback.pre_train()
-    run_id = callback.run.id
     for step in steps:
-        callback.post_step(step, {"loss": 1.0 / step, "step": float(step)})
-    callback.post_train()
-    return run_id
+        callback.pre_step(step)
+        callback.post_step(step, {"value": value, "step": float(step)})
+        if step % 3 == 0:
+            callback.on_checkpoint(step, run / "checkpoints" / f"step_{step}")
+    if crash:
+        callback.on_error(RuntimeError("killed"))
+    else:
+        callback.post_train()
+    return callback
 
 
-def test_an_offline_run_lives_in_the_run_folder_and_resumes_the_same_id(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _values(history: dict[int, dict]) -> dict[int, float]:
+    return {step: row["train/value"] for step, row in history.items()}
+
+
+@pytest.mark.parametrize("replayed_steps", wandb_logger.REPLAYED_STEPS)
+def test_the_resumed_attempt_s_values_of_replayed_steps_win(
+    tmp_path: Path, replayed_steps: str
 ) -> None:
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    first = _run(tmp_path, range(1, 3))
-    second = _run(tmp_path, range(3, 5))
-    assert first == second == (tmp_path / "wandb" / "run_id").read_text().strip()
-    offline_runs = list((tmp_path / "wandb").glob(f"offline-run-*-{first}"))
-    assert offline_runs and all((run / f"run-{first}.wandb").exists() for run in offline_runs)
+    config = wandb_logger.WandbConfig(mode="offline", replayed_steps=replayed_steps)
+    # Killed after step 5; its last checkpoint is step 3, so steps 4 and 5 are trained again.
+    _attempt(tmp_path, range(1, 6), 1.0, config, crash=True)
+    _attempt(tmp_path, range(4, 8), 2.0, config)
+    assert _values(wandb_history(tmp_path)) == {
+        1: 1.0,
+        2: 1.0,
+        3: 1.0,
+        4: 2.0,
+        5: 2.0,
+        6: 2.0,
+        7: 2.0,
+    }
+    run_ids = {log.name for log in wandb_reader.offline_run_files(tmp_path)}
+    assert run_ids == {f"run-{(tmp_path / 'wandb' / 'run_id').read_text().strip()}.wandb"}
+
+
+def test_hold_sends_a_step_only_once_a_checkpoint_covers_it(tmp_path: Path) -> None:
+    config = wandb_logger.WandbConfig(mode="offline", replayed_steps="hold")
+    _attempt(tmp_path, range(1, 6), 1.0, config, crash=True)
+    assert sorted(wandb_history(tmp_path)) == [1, 2, 3]
+
+
+def test_without_rewind_support_the_run_resumes_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import wandb
+
+    config = wandb_logger.WandbConfig(mode="offline")
+    _attempt(tmp_path, range(1, 6), 1.0, config, crash=True)
+    real_init = wandb.init
+
+    def init_without_rewind(**kwargs):
+        if "resume_from" in kwargs:
+            raise wandb.errors.CommError("rewind is not enabled for this entity")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init_without_rewind)
+    with caplog.at_level(logging.WARNING):
+        _attempt(tmp_path, range(4, 8), 2.0, config)
+    assert any("could not rewind W&B run" in r.getMessage() for r in caplog.records)
+    # The same W&B run continues; W&B keeps the killed attempt's values of steps 4 and 5.
+    assert _values(wandb_history(tmp_path)) == {
+        1: 1.0,
+        2: 1.0,
+        3: 1.0,
+        4: 1.0,
+        5: 1.0,
+        6: 2.0,
+        7: 2.0,
+    }
+
+
+# -- a real run, killed past its last checkpoint and resumed --------------------------------
+
+
+class _MarkAttempt(Callback):
+    """Adds the attempt number to each step's metrics, before any logger reads them."""
+
+    priority = 1000
+
+    def __init__(self, attempt: int) -> None:
+        self.attempt = attempt
+
+    def post_step(self, step: int, metrics: dict) -> None:
+        metrics["attempt"] = float(self.attempt)
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAfter(Callback):
+    """Dies after the loggers wrote step `at`, before any checkpoint of it."""
+
+    priority = 0
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def post_step(self, step: int, metrics: dict) -> None:
+        if step == self.at:
+            raise _Killed
+
+
+@pytest.mark.parametrize("replayed_steps", wandb_logger.REPLAYED_STEPS)
+def test_after_a_requeue_wandb_history_equals_metrics_jsonl_at_every_step(
+    tmp_path: Path, replayed_steps: str
+) -> None:
+    torch.set_num_threads(1)
+    data = tiny_run.write_tiny_dataset(tmp_path / "data")
+    config = tiny_run.tiny_config(data, tmp_path, "requeued", steps=8, checkpoint_interval=3)
+    trainer_config = dataclasses.replace(
+        config.trainer,
+        wandb=wandb_logger.WandbConfig(mode="offline", replayed_steps=replayed_steps),
+        plot_loss=False,
+    )
+    config = dataclasses.replace(config, trainer=trainer_config)
+    with pytest.raises(_Killed):
+        pretrain.train(config, callbacks=[_MarkAttempt(1), _KillAfter(5)])
+    resumed = pretrain.train(config, callbacks=[_MarkAttempt(2)])
+    assert resumed.resumed_from is not None and resumed.resumed_from.name == "step_3"
+
+    records = {r["step"]: r for r in read_metrics(resumed.run_dir.metrics_path)}
+    history = wandb_history(resumed.run_dir.path)
+    assert sorted(history) == sorted(records) == list(range(1, 9))
+    assert {step: r["attempt"] for step, r in records.items()} == {
+        step: 1.0 if step <= 3 else 2.0 for step in range(1, 9)
+    }
+    for step, record in records.items():
+        for key in ("attempt", "loss", "lr", "grad_norm"):
+            assert history[step][f"train/{key}"] == record[key], (step, key)
