@@ -77,8 +77,8 @@ def load_model(config: ExperimentConfig, path: Path | None) -> tuple[torch.nn.Mo
     model = config.model.build()
     step = 0
     if path is not None:
-        state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        # checkpoint.load: weights only, sizes checked, errors that name the file.
+        model.load_state_dict(checkpoint.load(path, parts=["model"])["model"])
         step = int(checkpoint.read_meta(path)["step"])
     return model.eval(), step
 

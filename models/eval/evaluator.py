@@ -256,8 +256,8 @@ def load_model_weights(model: nn.Module, checkpoint_dir: str | os.PathLike[str])
     meta = checkpoint_lib.read_meta(path)
     if MODEL_PART not in meta.get("parts", []):
         raise ValueError(f"{path} has no {MODEL_PART}.pt (parts: {meta.get('parts')})")
-    state = torch.load(path / f"{MODEL_PART}.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    # checkpoint_lib.load: weights only, sizes checked, errors that name the file.
+    model.load_state_dict(checkpoint_lib.load(path, parts=[MODEL_PART])[MODEL_PART])
     return int(meta["step"])
 
 
