@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher import clusters
+from launcher.backends import local
 from launcher.backends.backend import Backend, JobSpec
 from launcher.backends.local import LocalBackend
 from launcher.backends.slurm import SlurmBackend
@@ -159,7 +160,7 @@ def new_job_dir(run_root: Path, project: str, run_name: str) -> Path:
 def make_backend(cluster: clusters.ClusterConfig) -> Backend:
     index = clusters.cache_root() / "jobs" / cluster.name
     if cluster.backend == "local":
-        return LocalBackend(index, cluster.runtime)
+        return LocalBackend(index, cluster.runtime, tuple(cluster.services))
     return SlurmBackend(cluster.slurm_conf, index)
 
 
@@ -228,6 +229,11 @@ def launch_experiment(
         # where the job runs; dev services start on demand. All of it before the tests run.
         _failing_service_is_refusal(ensure_services, cluster_config)
         problems += make_backend(cluster_config).preflight(tuple(partitions))
+        if cluster_config.backend == "slurm" and "slurm" in cluster_config.services:
+            # The dev cluster's node is this machine: it runs the image with the same runtime.
+            problems += local.ensure_container_runtime(
+                cluster_config.runtime, start_docker="docker" in cluster_config.services
+            )
     if problems:
         raise LaunchRefused(problems)
     commit = gate.check_tests_and_commit(workspace, experiment, label, commit=commit)

@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from launcher.backends.backend import Backend, JobSpec, JobState, JobStatus
@@ -143,7 +142,9 @@ class LocalBackend(Backend):
         return link.resolve()
 
     def submit(self, job: JobSpec) -> str:
-        job_id = f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        # The job folder's name is unique per submission (launch.new_job_dir), so two
+        # submissions of one run name in the same second still get two ids.
+        job_id = f"{job.name}-{job.job_dir.name}"
         runner = job.write_runner()
         runtime = self.runtime if job.runtime == "auto" else job.runtime
         docker_host = None

@@ -124,3 +124,35 @@ def test_without_the_docker_service_no_engine_is_started(no_engine, monkeypatch)
     monkeypatch.setattr(local.services, "docker", lambda: pytest.fail("no engine to start"))
     monkeypatch.setattr(local, "_ensure_bubblewrap", lambda: [])
     assert LocalBackend("/unused", runtime="auto", services=("registry",)).preflight(()) == []
+
+
+def test_two_submissions_of_one_run_name_are_two_jobs_with_their_own_files(tmp_path):
+    """Launch gives each submission its own folder; the local job id follows it, so `jobs`
+    reaches exactly the job it names even for two submissions in the same second."""
+    from launcher import launch
+    from launcher.backends.backend import JobSpec
+    from launcher.registry.client import ImageReference
+
+    backend = LocalBackend(tmp_path / "index", "bwrap")
+    ids = []
+    for _ in range(2):
+        job_dir = launch.new_job_dir(tmp_path / "runs", "2026_11_25_p", "nano_twice")
+        job = JobSpec(
+            name="nano_twice",
+            image=ImageReference("127.0.0.1:9", "terra-lab", "sha256:" + "ab" * 32),
+            registry_url="http://127.0.0.1:9",  # closed: each runner fails at once
+            args=("nano", "nano_twice", "local"),
+            env={},
+            secrets=(),
+            run_root=tmp_path / "runs",
+            run_dir=tmp_path / "runs" / "2026_11_25_p" / "nano_twice",
+            data_root=tmp_path / "no-data",
+            job_dir=job_dir,
+            image_cache=tmp_path / "image-cache",
+        )
+        ids.append(backend.submit(job))
+    assert ids[0] != ids[1]
+    folders = [backend._job_dir(job_id) for job_id in ids]
+    assert folders[0] != folders[1]
+    for job_id, folder in zip(ids, folders, strict=True):
+        assert f'"job_id": "{job_id}"' in (folder / "job.json").read_text()
