@@ -225,6 +225,14 @@ class SlurmBackend(Backend):
 
     def _scontrol_fields(self, job_id: str) -> dict[str, str] | None:
         result = self._run("scontrol", "show", "job", "-o", job_id, check=False)
+        if result.returncode != 0 and "invalid job id" not in result.stderr.lower():
+            # Not "Slurm forgot this job" but "Slurm does not answer": saying UNKNOWN here
+            # would read as a lost job while the controller is only down.
+            raise SlurmError(
+                f"the Slurm controller does not answer ({' '.join(result.stderr.split())[:200]}"
+                "); start it (./tools/bazel run //tools/services -- start slurm) or check "
+                "SLURM_CONF"
+            )
         if result.returncode != 0 or not result.stdout.strip():
             return None
         return dict(re.findall(r"(\w+)=(\S*)", result.stdout))

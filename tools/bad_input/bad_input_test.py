@@ -204,8 +204,23 @@ def _setup_no_git(world: World) -> None:
     os.environ["PATH"] = str(world.root / "empty-bin")
 
 
-def _setup_corrupt_clusters(world: World) -> None:
-    pass  # the clusters.yaml of the checkout is used; see the jobs cases
+def _setup_slurm_down(world: World) -> None:
+    """The slurm cluster's slurm.conf (under the services state) names a dead controller."""
+    conf = world.root / "cache" / "terra-lab" / "services" / "slurm" / "slurm.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(
+        "ClusterName=dead\nSlurmctldHost=localhost(127.0.0.1)\nSlurmctldPort=9\n"
+        "AuthType=auth/none\nMessageTimeout=2\nNodeName=localhost CPUs=1 State=UNKNOWN\n"
+        "PartitionName=debug Nodes=localhost Default=YES\n"
+    )
+
+
+def _setup_corrupt_config_yaml(world: World) -> None:
+    (world.run_dir / "config.yaml").write_text("model: {encoder: [unclosed\n")
+
+
+def _setup_corrupt_provenance(world: World) -> None:
+    (world.run_dir / "provenance.json").write_text('{"starts": [')
 
 
 # (id, setup, runner, argv, exit status, fragment of the error line)
@@ -338,6 +353,20 @@ EXPERIMENT_CASES = [
     ),
     ("launch-existing-run", None, ["launch", "nano_a", "local", P], 2, "already exists"),
     (
+        "train-corrupt-config-yaml-other-config",
+        _setup_corrupt_config_yaml,
+        ["train", "nano_a", "local", P, "--resume", "--trainer.seed=7"],
+        2,
+        "seed",
+    ),
+    (
+        "train-corrupt-provenance-same-name",
+        _setup_corrupt_provenance,
+        ["train", "nano_a", "local", P],
+        2,
+        "pass --resume",
+    ),
+    (
         "launch-not-a-git-checkout",
         _setup_not_git,
         ["launch", "nano_c", "local", P],
@@ -395,6 +424,22 @@ def test_experiment_command_refuses_bad_input_cleanly(world, setup, argv, status
 
 
 TOOL_CASES = [
+    (
+        "jobs-slurm-down",
+        "launcher.jobs",
+        ["status", "slurm", "12345"],
+        1,
+        "Slurm",
+        _setup_slurm_down,
+    ),
+    (
+        "compare-corrupt-config",
+        "tools.compare.compare",
+        ["--runs", f"runs/{PROJECT}", "--baseline", "nano_a"],
+        2,
+        "is not valid YAML",
+        _setup_corrupt_config_yaml,
+    ),
     ("jobs-unknown-cluster", "launcher.jobs", ["status", "mars", "1"], 2, "mars"),
     ("jobs-unknown-local-job", "launcher.jobs", ["status", "local", "nano_a-1"], 2, "no local job"),
     (
@@ -460,11 +505,13 @@ TOOL_CASES = [
 
 
 @pytest.mark.parametrize(
-    ("module", "argv", "status", "fragment"),
-    [case[1:] for case in TOOL_CASES],
+    ("module", "argv", "status", "fragment", "setup"),
+    [(*case[1:5], case[5] if len(case) > 5 else None) for case in TOOL_CASES],
     ids=[case[0] for case in TOOL_CASES],
 )
-def test_tool_refuses_bad_input_cleanly(world, module, argv, status, fragment):
+def test_tool_refuses_bad_input_cleanly(world, module, argv, status, fragment, setup):
+    if setup is not None:
+        setup(world)
     _check(world, lambda: _tool(_tool_main(module), *argv), status, fragment)
 
 
@@ -515,3 +562,29 @@ def test_json_of_a_refusal_mentions_no_secret(world, monkeypatch):
     code, err = _experiment(world, "train", "nano_a", "local", P)
     assert code == 2 and "s3cr3t" not in err
     json.dumps(err)
+
+
+def test_a_held_run_lock_is_one_line_and_changes_nothing(world):
+    """Another live process writes the run: resuming it now fails with who holds it."""
+    from models.train.run_dir import RunLock
+
+    with RunLock(world.run_dir):
+        _check(
+            world,
+            lambda: _experiment(world, "train", "nano_a", "local", P, "--resume"),
+            1,
+            "is in use by PID",
+        )
+
+
+def test_corrupt_config_and_provenance_do_not_block_an_explicit_resume(world):
+    """They are kept aside with a warning; the run continues to the longer duration."""
+    _setup_corrupt_config_yaml(world)
+    _setup_corrupt_provenance(world)
+    code, err = _experiment(world, "train", "nano_a", "local", P, "--resume",
+                            "--trainer.max_steps=2")  # fmt: skip
+    assert code == 0, err
+    assert len(list(world.run_dir.glob("config.corrupt-*.yaml"))) == 1
+    assert len(list(world.run_dir.glob("provenance.corrupt-*.json"))) == 1
+    steps = [json.loads(line)["step"] for line in (world.run_dir / "metrics.jsonl").open()]
+    assert steps == [1, 2]

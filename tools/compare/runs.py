@@ -137,7 +137,14 @@ def load_folder(folder: Path) -> Run:
     metrics.jsonl."""
     metrics_path = folder / "metrics.jsonl"
     config_path = folder / "config.yaml"
-    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    try:
+        config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ValueError(
+            f"{config_path} is not valid YAML{where}; restore it, or compare without that run"
+        ) from None
     if metrics_path.is_file():
         rows = read_metrics_jsonl(metrics_path) + _downstream_records(folder)
         run = Run(folder.name, "folder", str(folder), _merge_by_step(rows), config or {})
