@@ -55,7 +55,10 @@ def _world(slurm) -> dict[str, object]:
     return {
         "repositories": registry.catalog(),
         "tags": registry.tags(),
-        "slurm_jobs": sorted(line.split()[0] for line in jobs.splitlines() if line.strip()),
+        # Only job records count: with no job Slurm prints "No jobs in the system".
+        "slurm_jobs": sorted(
+            line.split()[0] for line in jobs.splitlines() if line.startswith("JobId=")
+        ),
         "local_jobs": sorted(p.name for p in local_jobs.iterdir()) if local_jobs.exists() else [],
     }
 
