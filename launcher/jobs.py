@@ -11,36 +11,23 @@ scheduler or the job's files could not be read. TERRA_LAB_DEBUG=1 shows tracebac
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 from launcher import clusters
+from launcher.image.build import CommandError, CommandLineParser, run_command
 from launcher.launch import make_backend
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2, as every tool here
-        self.exit(2, f"jobs: {message} (usage: jobs status|logs|cancel CLUSTER JOB_ID [-f])\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return _main(argv)
-    except KeyboardInterrupt:
+        return run_command("jobs", lambda: _main(argv))
+    except KeyboardInterrupt:  # how `logs -f` is stopped
         return 130
-    except KeyError as error:  # a job id the backend has no record of
-        print(f"jobs: {error.args[0] if error.args else error}", file=sys.stderr)
-        return 2
-    except (RuntimeError, OSError, ValueError, clusters.ClusterConfigError) as error:
-        if os.environ.get("TERRA_LAB_DEBUG"):
-            raise
-        print(f"jobs: {' '.join(str(error).split())[:500]}", file=sys.stderr)
-        return 1
 
 
 def _main(argv: list[str] | None = None) -> int:
-    parser = _Parser(
+    parser = CommandLineParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("action", choices=["status", "logs", "cancel"])
@@ -52,11 +39,16 @@ def _main(argv: list[str] | None = None) -> int:
     try:
         backend = make_backend(settings.cluster(args.cluster))
     except clusters.ClusterConfigError as error:
-        print(f"jobs: {error}", file=sys.stderr)
-        return 2
+        raise CommandError(str(error), exit_code=2) from error
     if not args.job_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        print(f"jobs: {args.job_id!r} is not a job id (launch prints it)", file=sys.stderr)
-        return 2
+        raise CommandError(f"{args.job_id!r} is not a job id (launch prints it)", exit_code=2)
+    try:
+        return _act(backend, args)
+    except KeyError as error:  # a job id the backend has no record of
+        raise CommandError(str(error.args[0] if error.args else error), exit_code=2) from error
+
+
+def _act(backend, args: argparse.Namespace) -> int:
     if args.action == "status":
         status = backend.status(args.job_id)
         print(f"{status.state.value} {status.detail}".rstrip())

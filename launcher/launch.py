@@ -134,11 +134,6 @@ def _failing_service_is_refusal(start: Any, cluster: clusters.ClusterConfig) -> 
         ) from error
 
 
-def _one_line(error: BaseException, limit: int = 400) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def new_job_dir(run_root: Path, project: str, run_name: str) -> Path:
     """A folder of this submission alone: `<run root>/.jobs/<project>/<run>/<UTC time>-<hex>`.
 
@@ -252,7 +247,7 @@ def launch_experiment(
     except (RuntimeError, OSError, ValueError) as error:
         raise LaunchFailed(
             f"the image of {commit[:12]} could not be built or pushed to "
-            f"{cluster_config.registry.url}: {_one_line(error)}; nothing was submitted"
+            f"{cluster_config.registry.url}: {build.one_line(error)}; nothing was submitted"
         ) from error
     print(
         f"[launch] pushed {pushed.reference} ({pushed.bytes_uploaded / 1e6:.1f} MB uploaded, "
@@ -288,14 +283,13 @@ def launch_experiment(
         image_cache=cluster_config.image_cache,
         job_cache=cluster_config.job_cache,
     )
-    job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
     backend = make_backend(cluster_config)
     try:
         job_id = backend.submit(job)
     except (RuntimeError, OSError, ValueError) as error:
         raise LaunchFailed(
-            f"submitting to {cluster} failed: {_one_line(error)}; the image "
+            f"submitting to {cluster} failed: {build.one_line(error)}; the image "
             f"{pushed.reference} is pushed, no job was submitted"
         ) from error
     follow = backend.follow_hint(job_id)
