@@ -205,6 +205,11 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
     return record
 
 
+def run_label(run: Any) -> str:
+    """How refusals name a run: "run <name> of project <project>" (`run`: a RunDirConfig)."""
+    return f"run {run.name} of project {run.project}"
+
+
 def _has_run_content(run_dir: Path) -> bool:
     run_dir = Path(run_dir)
     checkpoints = run_dir / "checkpoints"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import subprocess
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from experiments.framework import clusters, identity, naming
@@ -68,13 +67,7 @@ def launch_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> in
     # before minutes of tests and an image push. The same job's requeues pass there.
     run = config.trainer.run
     fingerprint = identity.Fingerprint.of(invocation.experiment, commit, config.as_dict())
-    identity.check(
-        Path(run.root) / run.project / run.name,
-        fingerprint,
-        invocation.resume,
-        None,
-        f"run {run.name} of project {run.project}",
-    )
+    identity.check(run.build().path, fingerprint, invocation.resume, None, identity.run_label(run))
     try:
         result = launcher.launch_experiment(
             experiment=invocation.experiment,

@@ -323,10 +323,9 @@ def train_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int
         invocation.experiment, identity.workspace_commit(workspace), config.as_dict()
     )
     job_id = os.environ.get("TERRA_LAB_JOB_ID") or os.environ.get("SLURM_JOB_ID") or None
-    label = f"run {config.trainer.run.name} of project {config.trainer.run.project}"
-    run_path = Path(config.trainer.run.root) / config.trainer.run.project / config.trainer.run.name
+    label = identity.run_label(config.trainer.run)
     # A quick refusal before the model is built; the callback repeats it under the lock.
-    identity.check(run_path, fingerprint, invocation.resume, job_id, label)
+    identity.check(config.trainer.run.build().path, fingerprint, invocation.resume, job_id, label)
     claim = RunIdentityCallback(fingerprint, invocation.resume, job_id, label)
     record = RunRecordCallback(
         invocation.experiment,
