@@ -1,4 +1,4 @@
-"""The Configurable base: keyword-only dataclasses with build(), checked by is_configurable_class."""
+"""The Configurable base: keyword-only dataclasses with build(), and the check for one."""
 
 import dataclasses
 
