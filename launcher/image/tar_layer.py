@@ -31,7 +31,6 @@ from typing import BinaryIO
 
 # Unix epoch: the fixed modification time of every entry (SOURCE_DATE_EPOCH=0).
 FIXED_MTIME = 0
-_CHUNK = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,14 +205,3 @@ def parent_dirs(prefix: str, mode: int = 0o755) -> list[Entry]:
     """Directory entries for every component of `prefix` ("opt/terra" -> opt, opt/terra)."""
     parts = [part for part in prefix.strip("/").split("/") if part]
     return [Entry("/".join(parts[: i + 1]), "dir", mode) for i in range(len(parts))]
-
-
-def file_digest(path: Path) -> LayerDigest:
-    """sha256 and size of a file already on disk (a cached layer)."""
-    sha = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            sha.update(chunk)
-            size += len(chunk)
-    return LayerDigest(digest="sha256:" + sha.hexdigest(), size=size)

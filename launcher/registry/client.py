@@ -287,10 +287,6 @@ class RegistryClient:
         )
         return body, headers.get("Docker-Content-Digest", oci.sha256_digest(body))
 
-    def get_blob(self, digest: str) -> bytes:
-        _, _, body = self._request("GET", self._api(f"blobs/{digest}"))
-        return body
-
     def tags(self) -> list[str]:
         status, _, body = self._request("GET", self._api("tags/list"), expected=(200, 404))
         return sorted(json.loads(body).get("tags") or []) if status == 200 else []

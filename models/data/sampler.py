@@ -104,10 +104,6 @@ class GlobalBatchPlan:
     def batches_per_epoch(self) -> int:
         return self.num_samples // self.global_batch_size
 
-    @property
-    def local_batch_size(self) -> int:
-        return self.global_batch_size // self.world_size
-
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Dataset positions of the epoch, truncated to whole global batches."""
         if self._order_epoch != epoch:

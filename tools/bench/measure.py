@@ -192,21 +192,6 @@ def peak_of(timings: Timings, flops: int) -> Peak:
     return Peak(wall=flops / timings.median / 1e9, cpu=flops / timings.median_cpu / 1e9)
 
 
-def matmul_peak_gflops(
-    dtype: torch.dtype,
-    device: torch.device,
-    size: int = PEAK_MATMUL_SIZE,
-    warmup: int = 2,
-    repeats: int = 5,
-) -> Peak:
-    """Median GFLOP/s of a `size` x `size` matmul on its own: the achievable peak right now."""
-    call, flops = matmul_call(dtype, device, size)
-    timings = time_interleaved(
-        {"matmul": call}, warmup=warmup, repeats=repeats, synchronize=synchronizer(device)
-    )["matmul"]
-    return peak_of(timings, flops)
-
-
 # -- peak memory -----------------------------------------------------------------------------
 
 
