@@ -88,7 +88,7 @@ class RegistryConfig:
     Attributes:
         name: key in `registries`.
         url: base URL, http:// or https://.
-        embedded: True for the tools/services registry on loopback, started on demand.
+        embedded: True for the launcher/services registry on loopback, started on demand.
     """
 
     name: str

@@ -1,7 +1,7 @@
 """End to end on the `local` cluster through the Docker engine, and what the image holds.
 
 - `nano launch ... local` from a pushed scratch clone reaches COMPLETED with metrics and
-  checkpoints (the image pulled by digest from the embedded registry into tools/services'
+  checkpoints (the image pulled by digest from the embedded registry into launcher/services'
   Docker engine, two gloo processes under torchrun);
 - `docker run <image> python -c "import models"` works as a non-root user;
 - WANDB_API_KEY, set in the launching environment, reaches the job but appears in no layer
@@ -41,7 +41,7 @@ def env():
 
 @pytest.fixture(scope="module")
 def docker_host(env):
-    """tools/services' registry and Docker engine (started here if not running)."""
+    """launcher/services' registry and Docker engine (started here if not running)."""
     with testing.dev_services("registry", "docker") as running:
         yield running["docker"].docker_host
 

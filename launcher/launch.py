@@ -39,7 +39,7 @@ from launcher.gate import gate
 from launcher.gate.gate import LaunchRefused, resolve_commit
 from launcher.image import app_layer, build
 from launcher.registry import client as registry_client
-from tools.services import services
+from launcher.services import services
 
 __all__ = [
     "LaunchFailed",

@@ -30,7 +30,7 @@ from launcher import clusters
 from launcher.image import build, deps_layer
 from launcher.image.app_layer import git
 from launcher.registry import client as registry_client
-from tools.services import services
+from launcher.services import services
 
 # A registry that does not answer is reported after these tries (about 1.5 s).
 _PROBE_RETRY = registry_client.RetryPolicy(attempts=3, initial_backoff_s=0.5)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.image import base_layer, oci, tar_layer
-from tools.services import services
+from launcher.services import services
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
@@ -40,7 +40,7 @@ def real_home() -> Path:
 
 @contextlib.contextmanager
 def dev_services(*names: str) -> Iterator[dict[str, Any]]:
-    """tools/services' daemons `names` ("registry", "docker", "slurm") in the developer's
+    """launcher/services' daemons `names` ("registry", "docker", "slurm") in the developer's
     state directory, started if not running; yields {name: service}. Afterwards only the
     ones started here are stopped (a developer's running ones stay)."""
     state = real_home() / ".cache" / "terra-lab" / "services"

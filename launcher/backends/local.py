@@ -2,7 +2,7 @@
 
 A job is a background process (its own session) running launcher/runtime/run_image.py,
 which pulls the image by digest and runs it through the Docker engine when one answers
-(DOCKER_HOST, the tools/services engine, /var/run/docker.sock), else through bubblewrap on
+(DOCKER_HOST, the launcher/services engine, /var/run/docker.sock), else through bubblewrap on
 the unpacked image. Its files live in the job folder: `run_image.py` (a copy), `job.json`,
 `output.log`, `pid` and, once it ends, `exit_code`. The job id is
 `<run name>-<YYYYmmdd-HHMMSS>`; the index in `<cache>/local-jobs/<id>` points at the folder.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from launcher.backends.backend import Backend, JobSpec, JobState, JobStatus
 from launcher.runtime import run_image
-from tools.services import packages, process, services
+from launcher.services import packages, process, services
 
 _START_DOCKER = "./tools/bazel run //tools/services -- start docker"
 # What run_image.py's bwrap_command unshares for an image with a non-root user (ours).
@@ -34,7 +34,7 @@ _BWRAP_PROBE = [
 
 
 def find_docker_host() -> str | None:
-    """The first Docker engine that answers: $DOCKER_HOST, tools/services', the system's."""
+    """The first Docker engine that answers: $DOCKER_HOST, launcher/services', the system's."""
     candidates = []
     if os.environ.get("DOCKER_HOST"):
         candidates.append(os.environ["DOCKER_HOST"])
@@ -78,7 +78,7 @@ def ensure_container_runtime(runtime: str = "auto", start_docker: bool = False) 
     if runtime == "docker":
         return [
             "launcher/clusters.yaml asks for runtime docker, but no Docker engine answers "
-            "($DOCKER_HOST, tools/services' engine, /var/run/docker.sock); start one: "
+            "($DOCKER_HOST, launcher/services' engine, /var/run/docker.sock); start one: "
             + _START_DOCKER
         ]
     return _ensure_bubblewrap()

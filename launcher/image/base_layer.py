@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.image import oci, tar_layer
-from tools.services import packages, process
+from launcher.services import packages, process
 
 ENTRYPOINT_PATH = "usr/local/bin/terra-entrypoint"
 _ENTRYPOINT_SOURCE = Path(__file__).with_name("entrypoint.sh")

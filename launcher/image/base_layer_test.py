@@ -6,7 +6,7 @@ import pytest
 
 from launcher import testing
 from launcher.image import base_layer
-from tools.services import packages
+from launcher.services import packages
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from launcher import clusters
 from launcher.image import app_layer, base_layer, deps_layer, oci
-from tools.services import packages
+from launcher.services import packages
 
 SITE = "/" + deps_layer.SITE_PACKAGES
 IMAGE_ENV = {

@@ -1,6 +1,6 @@
 """Pushing to a real docker-registry: skip present blobs, tag last, retry transient failures.
 
-Starts the registry through tools/services in a private state directory on its own port.
+Starts the registry through launcher/services in a private state directory on its own port.
 """
 
 import http.client
@@ -15,7 +15,7 @@ import pytest
 from launcher import testing
 from launcher.image import build
 from launcher.registry import client as registry_client
-from tools.services import services
+from launcher.services import services
 
 PORT = 5057
 

@@ -500,7 +500,13 @@ TOOL_CASES = [
         2,
         "no-such-rev",
     ),
-    ("services-unknown-service", "tools.services.services", ["start", "postgres"], 2, "postgres"),
+    (
+        "services-unknown-service",
+        "tools.services.services_main",
+        ["start", "postgres"],
+        2,
+        "postgres",
+    ),
 ]
 
 
@@ -544,7 +550,7 @@ def test_the_battery_covers_every_entry_point_and_at_least_40_cases():
         "new_experiment",
         "push_image",
         "build_image",
-        "services",
+        "services_main",
     } <= tools
     assert len(EXPERIMENT_CASES) + len(GATE_CASES) + len(TOOL_CASES) >= 40
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tools.services import packages
+from launcher.services import packages
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.services import packages, process, services
+from launcher.services import packages, process, services
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def _registry_processes(config: Path) -> list[int]:
 _START_AT_ONCE = """
 import sys, time
 from pathlib import Path
-from tools.services import packages, process, services
+from launcher.services import packages, process, services
 start_at = float(sys.argv[3])
 registry = services.Registry(Path(sys.argv[1]), sys.argv[2])
 time.sleep(max(0.0, start_at - time.time()))

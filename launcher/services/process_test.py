@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tools.services import process
+from launcher.services import process
 
 
 def test_a_daemon_is_started_recorded_and_stopped_by_its_pid(tmp_path):

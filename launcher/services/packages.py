@@ -17,13 +17,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools.services import process
+from launcher.services import process
 
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 # Serializes our installs: two services starting at once would otherwise race on policy-rc.d
 # (one removing it while the other's packages are still being configured).
 INSTALL_LOCK = Path("/run/lock/terra-lab-packages.lock")
-_DENY_ALL = "#!/bin/sh\n# terra-lab tools/services: no daemon starts during installs.\nexit 101\n"
+_DENY_ALL = (
+    "#!/bin/sh\n# terra-lab launcher/services: no daemon starts during installs.\nexit 101\n"
+)
 
 
 class MissingPackages(RuntimeError):
