@@ -26,7 +26,6 @@ load("//tools/build_rules:python.bzl", "py_binary", "py_library", "py_test")
 FRAMEWORK_TESTS = [
     "//experiments/framework:cli_test",
     "//experiments/framework:clusters_test",
-    "//experiments/framework:config_io_test",
     "//experiments/framework:data_test",
     "//experiments/framework:diff_test",
     "//experiments/framework:experiment_config_test",

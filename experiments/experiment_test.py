@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.framework import clusters, config_io, hygiene, testing, training
+from experiments.framework import clusters, hygiene, testing, training
 from experiments.framework.cli import run
 from experiments.framework.experiment_config import Builders, ExperimentConfig
+from models.config import serialization
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
 NOT_EXPERIMENTS = {"__init__", "script"}
@@ -48,9 +49,11 @@ def _module(name: str):
 def test_config_builds_and_round_trips_through_yaml_and_json(name: str) -> None:
     config, _ = testing.experiment_config(_module(name))
     assert config.experiment == name
-    assert ExperimentConfig.from_dict(config_io.from_yaml(config_io.to_yaml(config)).as_dict())
-    assert config_io.from_yaml(config_io.to_yaml(config)) == config
-    assert config_io.from_json(config_io.to_json(config)) == config
+    assert ExperimentConfig.from_dict(
+        serialization.from_yaml(serialization.to_yaml(config)).as_dict()
+    )
+    assert serialization.from_yaml(serialization.to_yaml(config)) == config
+    assert serialization.from_json(serialization.to_json(config)) == config
 
 
 def test_dry_run_exits_0_and_diffs_only_declared_sections(name: str) -> None:
@@ -97,7 +100,7 @@ def test_training_writes_a_run_folder_whose_config_rebuilds_the_run(
     tiny = testing.tiny_config(config, tiny_data, tmp_path / "runs")
     result = training.train(tiny)
     assert result.steps == 1 and result.checkpoints
-    saved = config_io.load(result.run_dir / "config.yaml")
+    saved = serialization.load(result.run_dir / "config.yaml")
     assert saved == tiny
 
 

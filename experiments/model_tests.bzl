@@ -6,6 +6,11 @@ table against the packages' BUILD files, so a new test there fails until it is a
 """
 
 MODEL_PACKAGE_TESTS = {
+    "//models/config": [
+        "//models/config:configurable_test",
+        "//models/config:serialization_test",
+        "//models/config:lint",
+    ],
     "//models/modalities": [
         "//models/modalities:modalities_test",
         "//models/modalities:samples_test",
@@ -62,6 +67,7 @@ MODEL_PACKAGE_TESTS = {
         "//models/data:sampler_test",
         "//models/data:collate_test",
         "//models/data:loader_test",
+        "//models/data:masked_loader_test",
         "//models/data:lint",
     ],
     "//models/train": [
@@ -101,6 +107,7 @@ MODEL_PACKAGE_TESTS = {
 
 # What every experiment builds on: the shared recipe uses all of them.
 CORE_MODEL_PACKAGES = [
+    "//models/config",
     "//models/modalities",
     "//models/nn",
     "//models/encoder",

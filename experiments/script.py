@@ -28,13 +28,13 @@ from typing import Any
 from experiments.framework import (
     CommonComponents,
     LaunchConfig,
-    MaskedDataLoaderConfig,
     VisualizeConfig,
     clusters,
     data,
     naming,
 )
 from models.data.dataset import DatasetConfig
+from models.data.masked_loader import MaskedDataLoaderConfig, v1_masking
 from models.eval.callback import EvaluatorCallbackConfig
 from models.eval.evaluator import EvaluatorConfig
 from models.latent_mim.latent_mim import LatentMIMConfig
@@ -105,7 +105,7 @@ def build_dataloader_config(common: CommonComponents) -> MaskedDataLoaderConfig:
         max_patch_size=MAX_PATCH_SIZE,
         patches_per_side=tuple(range(1, 13)),
         token_budget=TOKEN_BUDGET,
-        masking=data.v1_masking(),
+        masking=v1_masking(),
     )
 
 

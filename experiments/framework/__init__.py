@@ -4,8 +4,7 @@ Public API (names resolve lazily, so importing one submodule never imports the o
     main, builders_in                        experiments.framework.cli
     CommonComponents, ExperimentConfig,      experiments.framework.experiment_config
     LaunchConfig, VisualizeConfig, Builders, build_config, as_subclass
-    MaskedDataLoaderConfig                   experiments.framework.data
-Modules: config_io (YAML/JSON with class names), overrides, naming, diff, hygiene,
+Modules: overrides, naming, diff, hygiene,
 clusters, training, evaluate, visualize, launching, testing.
 """
 
@@ -24,7 +23,6 @@ _EXPORTS = {
     "VisualizeConfig": "experiment_config",
     "as_subclass": "experiment_config",
     "build_config": "experiment_config",
-    "MaskedDataLoaderConfig": "data",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,9 +1,4 @@
-"""The experiment's data pieces: the masked data loader section and the default dataset.
-
-`MaskedDataLoaderConfig` is models.data's `DataLoaderConfig` plus the masking strategy,
-because batches are masked inside the loader workers (as in the reference, where the
-masking config travels with the data loader). One section holds both, so
-`--data_loader.num_workers=2` and `--data_loader.masking.encode_ratio=0.4` both work.
+"""The experiment's default dataset (the data loader section is models.data.masked_loader).
 
 The embedded default dataset (models.data.synthetic) is generated on first use into the
 user's cache. Configs name it by its path; `default_dataset_dir()` gives that path
@@ -13,41 +8,9 @@ without generating anything (dry_run must not write 100 MB), and
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any
 
 from models.data import h5_format, synthetic
-from models.data.loader import DataLoaderConfig, EarthDataLoader
-from models.masking.base import MaskingConfig
-from models.masking.modality_cross import ModalityCrossRandomMaskingConfig
-
-
-def v1_masking() -> MaskingConfig:
-    """The v1 recipe's masking: modality_cross_random, 50% encoded / 50% decoded tokens,
-    encoding and decoding the same band set allowed, at least 2 band sets encoded, the six
-    maps decode-only (the strategy's defaults)."""
-    return ModalityCrossRandomMaskingConfig(
-        encode_ratio=0.5,
-        decode_ratio=0.5,
-        allow_encoding_decoding_same_bandset=True,
-        min_encoded_bandsets=2,
-    )
-
-
-@dataclasses.dataclass
-class MaskedDataLoaderConfig(DataLoaderConfig):
-    """`DataLoaderConfig` plus the masking strategy applied twice to each batch.
-
-    Attributes:
-        masking: the strategy config (any models.masking config).
-    """
-
-    masking: MaskingConfig = dataclasses.field(default_factory=v1_masking)
-
-    def build_loader(self, dataset: Any, rank: int = 0, world_size: int = 1) -> EarthDataLoader:
-        """The data loader over `dataset`, masking with `self.masking`."""
-        return self.build(dataset, self.masking.build(), rank=rank, world_size=world_size)
 
 
 def default_dataset_dir(

@@ -1,6 +1,6 @@
 """Field-by-field differences between two config trees (dry_run's diff, the hygiene test).
 
-Both trees are flattened through `config_io.to_dict` into `dotted.path -> value`, so a
+Both trees are flattened through `serialization.to_dict` into `dotted.path -> value`, so a
 subclassed config shows up as a changed `..._class_` entry next to its changed fields,
 and lists compare as whole values (a different modality list is one entry).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from experiments.framework import config_io
+from models.config import serialization
 
 ABSENT = "<absent>"
 
@@ -59,7 +59,7 @@ def diff_configs(base: Any, other: Any, ignore: tuple[str, ...] = ()) -> list[Fi
         ignore: dotted paths (or path prefixes) left out, e.g. run identity fields.
     """
     changes: list[FieldChange] = []
-    _diff(config_io.to_dict(base), config_io.to_dict(other), "", ignore, changes)
+    _diff(serialization.to_dict(base), serialization.to_dict(other), "", ignore, changes)
     return changes
 
 
@@ -82,9 +82,9 @@ def _diff(old: Any, new: Any, path: str, ignore: tuple[str, ...], out: list[Fiel
 
 def _summary(value: Any) -> Any:
     """A mapping with a class reads as `ClassName(field=value, ...)` in a diff line."""
-    if isinstance(value, dict) and config_io.CLASS_KEY in value:
-        name = str(value[config_io.CLASS_KEY]).rpartition(".")[2]
-        fields = ", ".join(f"{k}={v!r}" for k, v in value.items() if k != config_io.CLASS_KEY)
+    if isinstance(value, dict) and serialization.CLASS_KEY in value:
+        name = str(value[serialization.CLASS_KEY]).rpartition(".")[2]
+        fields = ", ".join(f"{k}={v!r}" for k, v in value.items() if k != serialization.CLASS_KEY)
         return _Shown(f"{name}({fields})")
     return value
 

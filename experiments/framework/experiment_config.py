@@ -13,7 +13,7 @@ a variant file overrides the few its hypothesis changes):
 
 `build_config` runs them into one `ExperimentConfig`, the tree that overrides address
 (`--trainer.max_steps=20`), that `dry_run` prints and diffs, and that the trainer writes
-to `config.yaml`: `config_io.load(".../config.yaml")` gives back an equal ExperimentConfig.
+to `config.yaml`: `serialization.load(".../config.yaml")` gives back an equal ExperimentConfig.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from experiments.framework import config_io
+from models.config import serialization
 
 SECTIONS = (
     "model",
@@ -174,13 +174,13 @@ class ExperimentConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data with class names (what config.yaml holds)."""
-        return config_io.to_dict(self)
+        return serialization.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
-        config = config_io.from_dict(data, cls)
+        config = serialization.from_dict(data, cls)
         if not isinstance(config, ExperimentConfig):
-            raise config_io.ConfigFormatError(
+            raise serialization.ConfigFormatError(
                 f"expected an ExperimentConfig, the data describes {type(config).__name__}"
             )
         return config

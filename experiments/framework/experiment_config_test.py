@@ -8,7 +8,6 @@ import types
 
 import pytest
 
-from experiments.framework import config_io
 from experiments.framework.experiment_config import (
     Builders,
     ExperimentConfig,
@@ -16,6 +15,7 @@ from experiments.framework.experiment_config import (
     VisualizeConfig,
     as_subclass,
 )
+from models.config import serialization
 
 
 @dataclasses.dataclass
@@ -68,6 +68,6 @@ def test_an_experiment_config_rebuilds_from_its_plain_data() -> None:
         visualize=VisualizeConfig(),
     )
     assert ExperimentConfig.from_dict(config.as_dict()) == config
-    assert config_io.from_json(config_io.to_json(config)) == config
-    with pytest.raises(config_io.ConfigFormatError, match="ExperimentConfig"):
-        ExperimentConfig.from_dict(config_io.to_dict(LaunchConfig()))
+    assert serialization.from_json(serialization.to_json(config)) == config
+    with pytest.raises(serialization.ConfigFormatError, match="ExperimentConfig"):
+        ExperimentConfig.from_dict(serialization.to_dict(LaunchConfig()))

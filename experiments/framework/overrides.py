@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from experiments.framework import config_io
+from models.config import serialization
 
 
 class OverrideError(ValueError):
@@ -141,7 +141,7 @@ def get_path(config: Any, path: str) -> Any:
 
 def _field_hint(parent: Any, name: str) -> Any:
     if dataclasses.is_dataclass(parent):
-        return config_io._field_hints(type(parent)).get(name, Any)
+        return serialization.field_hints(type(parent)).get(name, Any)
     return Any
 
 
@@ -218,7 +218,11 @@ def _example(current: Any) -> str:
         return (
             "'"
             + yaml.safe_dump(
-                {k: v for k, v in config_io.to_dict(current).items() if k != config_io.CLASS_KEY},
+                {
+                    k: v
+                    for k, v in serialization.to_dict(current).items()
+                    if k != serialization.CLASS_KEY
+                },
                 default_flow_style=True,
             ).strip()
             + "'"
@@ -242,7 +246,7 @@ def parse_value(raw: str, hint: Any, current: Any) -> Any:
         for option in options:
             try:
                 return parse_value(raw, option, current)
-            except (ValueError, TypeError, config_io.ConfigFormatError, yaml.YAMLError):
+            except (ValueError, TypeError, serialization.ConfigFormatError, yaml.YAMLError):
                 continue
         raise ValueError(raw)
     if origin is typing.Literal:
@@ -264,7 +268,7 @@ def parse_value(raw: str, hint: Any, current: Any) -> Any:
         loaded = yaml.safe_load(raw)
         if not isinstance(loaded, dict):
             raise ValueError(raw)
-        return config_io.from_dict(loaded, hint)
+        return serialization.from_dict(loaded, hint)
     if hint is bool:
         lowered = raw.strip().lower()
         if lowered in _TRUE:
@@ -298,14 +302,16 @@ def parse_value(raw: str, hint: Any, current: Any) -> Any:
         if not isinstance(loaded, dict):
             raise ValueError(raw)
         cls = type(current) if isinstance(current, hint) else hint
-        if config_io.CLASS_KEY not in loaded and dataclasses.is_dataclass(current):
+        if serialization.CLASS_KEY not in loaded and dataclasses.is_dataclass(current):
             merged = {
-                k: v for k, v in config_io.to_dict(current).items() if k != config_io.CLASS_KEY
+                k: v
+                for k, v in serialization.to_dict(current).items()
+                if k != serialization.CLASS_KEY
             }
             merged.update(loaded)
             loaded = merged
-        return config_io.from_dict(loaded, cls)
-    return config_io.from_dict(yaml.safe_load(raw), hint)
+        return serialization.from_dict(loaded, cls)
+    return serialization.from_dict(yaml.safe_load(raw), hint)
 
 
 def _parse_list(raw: str) -> list[str]:
@@ -407,7 +413,7 @@ def apply_overrides(
                 new = alias.convert(current, override.value)
             else:
                 new = parse_value(override.value, hint_type, current)
-        except (ValueError, TypeError, config_io.ConfigFormatError, yaml.YAMLError):
+        except (ValueError, TypeError, serialization.ConfigFormatError, yaml.YAMLError):
             expected = describe_type(hint_type if hint_type is not Any else type(current))
             if alias is not None and alias.convert is not None:
                 expected = alias.help or expected

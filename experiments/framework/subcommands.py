@@ -14,9 +14,10 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from experiments.framework import config_io, diff
+from experiments.framework import diff
 from experiments.framework.errors import CommandError
 from experiments.framework.experiment_config import IDENTITY_FIELDS, Builders, build_config
+from models.config import serialization
 
 if TYPE_CHECKING:
     from experiments.framework.resolution import Invocation
@@ -82,7 +83,7 @@ def dry_run(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
     else:
         print("  (none)", file=stdout)
     print(_rule("resolved config"), file=stdout)
-    print(config_io.to_yaml(config).rstrip(), file=stdout)
+    print(serialization.to_yaml(config).rstrip(), file=stdout)
     print(_rule("parameters"), file=stdout)
     try:
         counts = parameter_counts(config.model)

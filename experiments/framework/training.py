@@ -3,7 +3,7 @@
 Works the same as one process or as one rank of `torchrun` (the trainer reads RANK and
 WORLD_SIZE). Rank 0 alone writes the run folder `runs/<project>/<run>/`:
 
-    config.yaml       the resolved ExperimentConfig (config_io.load rebuilds it)
+    config.yaml       the resolved ExperimentConfig (serialization.load rebuilds it)
     overrides.txt     the command-line overrides, one per line, re-typeable as they are
     provenance.json   experiment, Bazel label, git commit, host, cluster, start time
     metrics.jsonl     checkpoints/step_<N>/   wandb/   plots/loss.png
@@ -246,7 +246,7 @@ def train(
     to models.train.pretrain.train (seeding, process group, model, data, trainer).
 
     Args:
-        config: a resolved experiment config (e.g. config_io.load("runs/p/r/config.yaml")).
+        config: a resolved experiment config (e.g. serialization.load("runs/p/r/config.yaml")).
         callbacks: extra models.train callbacks.
         device: torch device; default: this rank's GPU, else the CPU.
     """

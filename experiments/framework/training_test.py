@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from experiments.framework import config_io, data, resolution, testing, training
+from experiments.framework import data, resolution, testing, training
 from experiments.framework.cli import run
 from experiments.framework.experiment_config import Builders
+from models.config import serialization
 
 NANO = importlib.import_module("experiments.nano")
 
@@ -78,7 +79,7 @@ def test_nano_trains_20_steps_on_cpu_into_a_complete_run_folder(workspace: Path)
     assert not any(key.startswith("eval/") for record in records[:-1] for key in record)
     assert 0.0 <= records[-1]["eval/landcover/knn_accuracy"] <= 1.0
     assert 0.0 <= records[-1]["eval/landcover/seg_miou"] <= 1.0
-    assert config_io.load(run_dir / "config.yaml") == invocation.config
+    assert serialization.load(run_dir / "config.yaml") == invocation.config
     assert "--trainer.max_steps=20" in (run_dir / "overrides.txt").read_text().splitlines()
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["experiment"] == "nano" and provenance["bazel_label"] == "//experiments:nano"
@@ -107,7 +108,7 @@ def test_a_training_run_is_reproducible_from_its_saved_config(tmp_path: Path) ->
     h5_dir = testing.write_tiny_dataset(tmp_path / "data")
     config, _ = testing.experiment_config(NANO)
     first = training.train(testing.tiny_config(config, h5_dir, tmp_path / "a"))
-    reloaded = config_io.load(first.run_dir / "config.yaml")
+    reloaded = serialization.load(first.run_dir / "config.yaml")
     again = training.train(
         testing.tiny_config(reloaded, h5_dir, tmp_path / "b"),
     )

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from experiments.framework import config_io
+from models.config import serialization
 from models.latent_mim.latent_mim import LatentMIMConfig
 from tools.compare import analysis, example_runs
 
@@ -24,9 +24,9 @@ def test_variants_keep_their_config_classes_at_the_nano_size() -> None:
 
 
 def test_each_variant_differs_from_base_only_in_the_model() -> None:
-    base = config_io.to_dict(example_runs.example_config("base", _args()))
+    base = serialization.to_dict(example_runs.example_config("base", _args()))
     for experiment in example_runs.EXPERIMENTS[1:]:
-        config = config_io.to_dict(example_runs.example_config(experiment, _args()))
+        config = serialization.to_dict(example_runs.example_config(experiment, _args()))
         paths = [path for path, _, _ in analysis.config_diff(base, config)]
         assert paths and all(path.startswith("model.") for path in paths), (experiment, paths)
 

@@ -236,12 +236,12 @@ def parameter_counts(
     if not isinstance(model, dict) or "_class_" not in model:
         return None, "no params.json and no model config with class names: not counted"
     try:
-        from experiments.framework import config_io
         from experiments.framework.subcommands import parameter_counts as count_model
+        from models.config import serialization
     except ImportError as error:
         return None, f"the experiments framework is not importable ({error}): not counted"
     try:
-        counts = count_model(config_io.from_dict(model))
+        counts = count_model(serialization.from_dict(model))
     except Exception as error:  # a config from another code version may not rebuild
         return None, f"the saved model config does not rebuild here ({error}): not counted"
     return counts, "counted by rebuilding the model from config.yaml (meta device)"

@@ -1,5 +1,9 @@
 """Config trees <-> plain data (YAML / JSON) with class names, so a run rebuilds exactly.
 
+The one serialisation and type-coercion engine of terra-lab: experiment configs, the
+trainer's config.yaml, W&B's config and command-line overrides all go through it, so a
+value means the same thing wherever it is written or typed.
+
 A config tree is nested dataclasses (any component's `XConfig`, including a variant's
 subclass), tuples, lists, dicts, enums and scalars. `to_dict` writes every dataclass as a
 mapping with a `_class_` entry ("package.module.QualName") followed by its init fields;
@@ -9,7 +13,13 @@ torch dtypes). A subclassed config therefore comes back as the subclass, which i
 makes `config.yaml` of a per-modality-projection run rebuild the per-modality model.
 
 Only classes of this repository's packages are imported from a file (`TRUSTED_PACKAGES`):
-a config file is data and must not be able to import arbitrary modules.
+a config file is data and must not be able to import arbitrary modules. A class that
+moved keeps its old `_class_` name working through `CLASS_ALIASES`, so run folders
+written before the move still load.
+
+This module imports no torch (dtypes are handled only when torch is already loaded, which
+it is whenever a config holds one) and nothing of experiments/launcher/tools: models/config
+is a leaf package the launcher can use too.
 """
 
 from __future__ import annotations
@@ -29,6 +39,15 @@ import yaml
 CLASS_KEY = "_class_"
 TRUSTED_PACKAGES = ("models", "experiments", "launcher", "tools")
 
+# Old `_class_` value -> where that class lives now. An entry stays as long as run folders
+# written before the move may be read (they are never rewritten); the test loads each old
+# name and checks it reaches a class that still exists.
+CLASS_ALIASES: dict[str, str] = {
+    "experiments.framework.data.MaskedDataLoaderConfig": (
+        "models.data.masked_loader.MaskedDataLoaderConfig"
+    ),
+}
+
 
 class ConfigFormatError(ValueError):
     """A config file does not describe a config tree this code can rebuild."""
@@ -40,7 +59,8 @@ def class_path(cls: type) -> str:
 
 
 def import_class(path: str) -> type:
-    """The class named by a `_class_` value (first-party packages only)."""
+    """The class named by a `_class_` value (first-party packages only; old names aliased)."""
+    path = CLASS_ALIASES.get(path, path)
     parts = path.split(".")
     if parts[0] not in TRUSTED_PACKAGES:
         raise ConfigFormatError(
@@ -84,7 +104,7 @@ def to_dict(obj: Any) -> Any:
         return [to_dict(item) for item in sorted(obj, key=repr)]
     if isinstance(obj, PurePath):
         return str(obj)
-    if _is_torch_dtype(obj):
+    if _is_torch_value(obj):
         return str(obj)
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
@@ -102,9 +122,10 @@ def _key_to_data(key: Any) -> Any:
     raise ConfigFormatError(f"dict key {key!r} is not a scalar")
 
 
-def _is_torch_dtype(obj: Any) -> bool:
+def _is_torch_value(obj: Any) -> bool:
+    """A torch dtype or device (written as 'torch.float32', 'cuda:0'); no torch, no such value."""
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, torch.dtype)
+    return torch is not None and isinstance(obj, (torch.dtype, torch.device))
 
 
 # -- from plain data -------------------------------------------------------------------
@@ -118,10 +139,10 @@ def from_dict(data: Any, expected: Any = Any) -> Any:
         expected: the type the result should have (a class or a typing hint); mappings
             without `_class_` are built as this class when it is a dataclass.
     """
-    return _coerce(data, expected, "")
+    return coerce(data, expected, "")
 
 
-def _field_hints(cls: type) -> dict[str, Any]:
+def field_hints(cls: type) -> dict[str, Any]:
     """Type hints of a dataclass's fields; a hint that cannot be resolved becomes Any."""
     try:
         return typing.get_type_hints(cls)
@@ -141,7 +162,7 @@ def _field_hints(cls: type) -> dict[str, Any]:
 
 
 def _build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
-    hints = _field_hints(cls)
+    hints = field_hints(cls)
     init_fields = {field.name: field for field in dataclasses.fields(cls) if field.init}
     unknown = sorted(set(data) - set(init_fields) - {CLASS_KEY})
     if unknown:
@@ -150,7 +171,7 @@ def _build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
             f"its fields are {sorted(init_fields)}"
         )
     kwargs = {
-        name: _coerce(value, hints.get(name, Any), f"{where}.{name}" if where else name)
+        name: coerce(value, hints.get(name, Any), f"{where}.{name}" if where else name)
         for name, value in data.items()
         if name != CLASS_KEY
     }
@@ -160,17 +181,23 @@ def _build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ConfigFormatError(f"{where or 'config'}: {class_path(cls)}: {error}") from error
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
+def coerce(value: Any, hint: Any, where: str = "") -> Any:
+    """`value` (plain data from YAML, JSON or a parsed override) as the type `hint` names.
+
+    Mappings with `_class_` become that class; tuples, sets, enums, int keys, Paths and
+    torch dtypes/devices are restored from lists and strings; a value that cannot be the
+    hinted type raises ConfigFormatError naming `where` (the dotted path of the value).
+    """
     if isinstance(value, dict) and CLASS_KEY in value:
         return _build_dataclass(import_class(value[CLASS_KEY]), value, where)
     if hint is Any or hint is None:
         if isinstance(value, list):
-            return [_coerce(item, Any, where) for item in value]
+            return [coerce(item, Any, where) for item in value]
         if isinstance(value, dict):
-            return {key: _coerce(item, Any, f"{where}.{key}") for key, item in value.items()}
+            return {key: coerce(item, Any, f"{where}.{key}") for key, item in value.items()}
         return value
     if isinstance(hint, str):  # an unresolved forward reference
-        return _coerce(value, Any, where)
+        return coerce(value, Any, where)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is typing.Union or origin is types.UnionType:
@@ -178,7 +205,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin is typing.Literal:
         return value
     if origin is typing.ClassVar:
-        return _coerce(value, args[0] if args else Any, where)
+        return coerce(value, args[0] if args else Any, where)
     if origin in (tuple, list, set, frozenset) or hint in (tuple, list, set, frozenset):
         return _coerce_sequence(value, origin or hint, args, where)
     if origin in (dict, typing.Mapping) or hint is dict:
@@ -186,7 +213,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigFormatError(f"{where}: expected a mapping, got {value!r}")
         key_hint, value_hint = args if len(args) == 2 else (Any, Any)
         return {
-            _coerce_key(key, key_hint, where): _coerce(item, value_hint, f"{where}.{key}")
+            _coerce_key(key, key_hint, where): coerce(item, value_hint, f"{where}.{key}")
             for key, item in value.items()
         }
     if isinstance(hint, type):
@@ -201,7 +228,7 @@ def _coerce_key(key: Any, hint: Any, where: str) -> Any:
             return hint(key)
         except ValueError:
             raise ConfigFormatError(f"{where}: key {key!r} is not {hint.__name__}") from None
-    return _coerce(key, hint, where)
+    return coerce(key, hint, where)
 
 
 def _coerce_union(value: Any, args: tuple[Any, ...], where: str) -> Any:
@@ -217,7 +244,7 @@ def _coerce_union(value: Any, args: tuple[Any, ...], where: str) -> Any:
     errors = []
     for arg in candidates:
         try:
-            return _coerce(value, arg, where)
+            return coerce(value, arg, where)
         except (ConfigFormatError, TypeError, ValueError) as error:
             errors.append(str(error))
     raise ConfigFormatError(f"{where}: {value!r} fits none of {candidates}: {errors}")
@@ -229,9 +256,9 @@ def _coerce_sequence(value: Any, container: Any, args: tuple[Any, ...], where: s
     if container is tuple and args and args[-1] is not Ellipsis:
         if len(args) != len(value):
             raise ConfigFormatError(f"{where}: expected {len(args)} items, got {len(value)}")
-        return tuple(_coerce(item, arg, where) for item, arg in zip(value, args, strict=True))
+        return tuple(coerce(item, arg, where) for item, arg in zip(value, args, strict=True))
     item_hint = args[0] if args else Any
-    items = [_coerce(item, item_hint, where) for item in value]
+    items = [coerce(item, item_hint, where) for item in value]
     return container(items)
 
 
@@ -263,22 +290,22 @@ def _coerce_to_class(value: Any, cls: type, where: str) -> Any:
         raise ConfigFormatError(f"{where}: expected an integer, got {value!r}")
     if issubclass(cls, PurePath):
         return cls(value)
-    if _is_torch_dtype_class(cls):
-        import torch
-
-        name = str(value).removeprefix("torch.")
-        dtype = getattr(torch, name, None)
+    torch = sys.modules.get("torch")  # loaded: the class being coerced to is torch's
+    if torch is not None and cls is torch.dtype:
+        if isinstance(value, torch.dtype):
+            return value
+        dtype = getattr(torch, str(value).removeprefix("torch."), None)
         if not isinstance(dtype, torch.dtype):
             raise ConfigFormatError(f"{where}: {value!r} is not a torch dtype")
         return dtype
+    if torch is not None and cls is torch.device:
+        try:
+            return torch.device(value)
+        except (RuntimeError, TypeError):
+            raise ConfigFormatError(f"{where}: {value!r} is not a torch device") from None
     if cls in (int, float, str) and not isinstance(value, cls):
         raise ConfigFormatError(f"{where}: expected {cls.__name__}, got {value!r}")
     return value
-
-
-def _is_torch_dtype_class(cls: type) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and cls is torch.dtype
 
 
 # -- files -----------------------------------------------------------------------------
