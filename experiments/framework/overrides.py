@@ -25,6 +25,7 @@ import itertools
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import PurePath
 from typing import Any
 
 import yaml
@@ -231,63 +232,72 @@ def _example(current: Any) -> str:
 
 
 def parse_value(raw: str, hint: Any, current: Any) -> Any:
-    """`raw` converted to the field's type; ValueError when it does not fit."""
+    """`raw` converted to the field's type; ValueError when it does not fit.
+
+    Two steps: `read_text` turns the typed text into plain data the way a user means it
+    (`1e3` for an integer, `a,b` for a list, `yes` for a flag), then
+    `serialization.coerce` turns that data into the field's type, the same function that
+    rebuilds config.yaml, so an override and a saved config agree on every value.
+    """
     if hint is Any or hint is None:
         hint = type(current) if current is not None else Any
-    if hint is Any:
-        return yaml.safe_load(raw)
+    return serialization.coerce(read_text(raw, hint, current), hint)
+
+
+def read_text(raw: str, hint: Any, current: Any = None) -> Any:
+    """Plain data (what YAML would hold) for the command-line text `raw` of a `hint` field."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is None:
+        return yaml.safe_load(raw)
     if origin is typing.Union or origin is types.UnionType:
         if raw.strip().lower() in _NULL and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
-        # Try the type of the current value first: `float | None` at 0.1 parses "1" as 1.0.
+        # Try the type of the current value first: `float | None` at 0.1 reads "1" as 1.0,
+        # `int | str` at "a" keeps "3" a string.
         options.sort(key=lambda a: 0 if isinstance(a, type) and isinstance(current, a) else 1)
         for option in options:
             try:
-                return parse_value(raw, option, current)
-            except (ValueError, TypeError, serialization.ConfigFormatError, yaml.YAMLError):
+                value = read_text(raw, option, current)
+                serialization.coerce(value, option)
+            except (ValueError, TypeError, yaml.YAMLError):
                 continue
-        raise ValueError(raw)
+            return value
+        return raw  # fits no option: coerce names the problem
     if origin is typing.Literal:
-        for option in args:
-            if str(option) == raw:
-                return option
-        raise ValueError(raw)
+        return next((option for option in args if str(option) == raw), raw)
     if origin in (tuple, list, set, frozenset) or hint in (tuple, list, set, frozenset):
         items = _parse_list(raw)
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            # A fixed-length tuple such as tuple[int, int]: coerce checks the count.
+            hints = list(args) + [Any] * (len(items) - len(args))
+            return [read_text(item, h) for item, h in zip(items, hints, strict=False)]
+        item_hint = args[0] if args else Any
         current_items = list(current) if isinstance(current, (list, tuple)) else []
         sample = current_items[0] if current_items else None
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(items) != len(args):  # a fixed-length tuple such as tuple[int, int]
-                raise ValueError(raw)
-            return tuple(parse_value(i, a, None) for i, a in zip(items, args, strict=True))
-        item_hint = args[0] if args else Any
-        return (origin or hint)(parse_value(item, item_hint, sample) for item in items)
-    if origin is dict or hint is dict:
-        loaded = yaml.safe_load(raw)
-        if not isinstance(loaded, dict):
-            raise ValueError(raw)
-        return serialization.from_dict(loaded, hint)
+        if item_hint is Any and sample is not None:
+            item_hint = type(sample)
+        return [read_text(item, item_hint, sample) for item in items]
     if hint is bool:
         lowered = raw.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        raise ValueError(raw)
+        return True if lowered in _TRUE else False if lowered in _FALSE else raw
     if hint is int:
         text = raw.strip().replace("_", "")
         try:
             return int(text)
         except ValueError:
-            number = float(text)  # "1e3" is fine, "2.5" is not
-            if not number.is_integer():
-                raise
-            return int(number)
+            pass
+        try:
+            number = float(text)  # "1e3" is an integer, "2.5" is not (coerce refuses it)
+        except ValueError:
+            return raw
+        return int(number) if number.is_integer() else number
     if hint is float:
-        return float(raw.strip())
-    if hint is str:
+        try:
+            return float(raw.strip())  # YAML would keep "2e-4" a string
+        except ValueError:
+            return raw
+    if hint is str or (isinstance(hint, type) and issubclass(hint, PurePath)):
         text = raw
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
             text = text[1:-1]
@@ -295,23 +305,19 @@ def parse_value(raw: str, hint: Any, current: Any) -> Any:
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         for member in hint:
             if raw in (str(member.value), member.name):
-                return member
-        raise ValueError(raw)
+                return member.value
+        return raw
+    loaded = yaml.safe_load(raw)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        loaded = yaml.safe_load(raw)
-        if not isinstance(loaded, dict):
-            raise ValueError(raw)
-        cls = type(current) if isinstance(current, hint) else hint
-        if serialization.CLASS_KEY not in loaded and dataclasses.is_dataclass(current):
-            merged = {
-                k: v
-                for k, v in serialization.to_dict(current).items()
-                if k != serialization.CLASS_KEY
-            }
-            merged.update(loaded)
-            loaded = merged
-        return serialization.from_dict(loaded, cls)
-    return serialization.from_dict(yaml.safe_load(raw), hint)
+        # A partial mapping changes only the fields it names, on the current config
+        # (whose `_class_` keeps a variant's subclass).
+        if (
+            isinstance(loaded, dict)
+            and serialization.CLASS_KEY not in loaded
+            and isinstance(current, hint)
+        ):
+            return {**serialization.to_dict(current), **loaded}
+    return loaded
 
 
 def _parse_list(raw: str) -> list[str]:
@@ -413,7 +419,7 @@ def apply_overrides(
                 new = alias.convert(current, override.value)
             else:
                 new = parse_value(override.value, hint_type, current)
-        except (ValueError, TypeError, serialization.ConfigFormatError, yaml.YAMLError):
+        except (ValueError, TypeError, yaml.YAMLError):  # ConfigFormatError is a ValueError
             expected = describe_type(hint_type if hint_type is not Any else type(current))
             if alias is not None and alias.convert is not None:
                 expected = alias.help or expected

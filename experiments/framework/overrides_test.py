@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from experiments.framework import overrides as ov
+from models.config import serialization
 
 
 @dataclasses.dataclass
@@ -167,3 +171,36 @@ def test_leaf_keys_lists_every_settable_path() -> None:
     keys = ov.leaf_keys(Tree())
     assert "trainer.max_duration.value" in keys and "launch.clusters" in keys
     assert "trainer" not in keys
+
+
+class Speed(enum.Enum):
+    FAST = "fast"
+    SLOW = "slow"
+
+
+@pytest.mark.parametrize(
+    ("raw", "hint", "current", "expected"),
+    [
+        ("1e3", int, 1, 1000),
+        ("a,b", tuple[str, ...], (), ("a", "b")),
+        ("[3,4]", tuple[int, int], (1, 2), (3, 4)),
+        ("SLOW", Speed, Speed.FAST, Speed.SLOW),
+        ("slow", Speed, Speed.FAST, Speed.SLOW),
+        ("/data/x", Path, Path("/"), Path("/data/x")),
+        ("yes", bool, False, True),
+        ("2026_01_01", str, "", "2026_01_01"),
+    ],
+)
+def test_a_typed_value_means_what_the_same_value_in_config_yaml_means(
+    raw: str, hint, current, expected
+) -> None:
+    value = ov.parse_value(raw, hint, current)
+    assert value == expected and type(value) is type(expected)
+    # The saved form of that value reads back identically through the config engine.
+    assert serialization.coerce(serialization.to_dict(value), hint) == value
+
+
+def test_a_literal_field_refuses_a_value_outside_its_choices() -> None:
+    assert ov.parse_value("bf16", Literal["fp32", "bf16"], "fp32") == "bf16"
+    with pytest.raises(ValueError, match="fp16"):
+        ov.parse_value("fp16", Literal["fp32", "bf16"], "fp32")

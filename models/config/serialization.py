@@ -203,7 +203,9 @@ def coerce(value: Any, hint: Any, where: str = "") -> Any:
     if origin is typing.Union or origin is types.UnionType:
         return _coerce_union(value, args, where)
     if origin is typing.Literal:
-        return value
+        if value in args:
+            return value
+        raise ConfigFormatError(f"{where}: {value!r} is not one of {list(args)}")
     if origin is typing.ClassVar:
         return coerce(value, args[0] if args else Any, where)
     if origin in (tuple, list, set, frozenset) or hint in (tuple, list, set, frozenset):
