@@ -13,6 +13,7 @@ Launch:
 
 import dataclasses
 
+from experiments import base as baseline  # noqa: F401 (compared to in dry_run and hygiene)
 from experiments.base import build_model_config as build_base_model_config
 from experiments.framework import CommonComponents, as_subclass, builders_in, main
 from experiments.script import (  # noqa: F401 (unchanged builders of this experiment)

@@ -11,6 +11,7 @@ Launch:
 
 import dataclasses
 
+from experiments import base as baseline  # noqa: F401 (compared to in dry_run and hygiene)
 from experiments.base import build_model_config  # noqa: F401 (base's model)
 from experiments.framework import CommonComponents, builders_in, main
 from experiments.script import (  # noqa: F401 (unchanged builders of this experiment)

@@ -27,12 +27,12 @@ from typing import Any
 
 from experiments.framework import (
     CommonComponents,
-    LaunchConfig,
-    VisualizeConfig,
+    VisualizeSettings,
     clusters,
     data,
     naming,
 )
+from launcher.settings import LaunchSettings
 from models.data.dataset import DatasetConfig
 from models.data.masked_loader import MaskedDataLoaderConfig, v1_masking
 from models.eval.callback import EvaluatorCallbackConfig
@@ -77,7 +77,7 @@ def build_common_components(
         training_modalities=modalities.TRAINING_MODALITIES,
         # The reference's default is 1 GPU; its base ran with --launch.num_gpus=8 (512 / 8 =
         # 64 per rank = 2 microbatches), which every launch command here passes.
-        launch=LaunchConfig(num_nodes=1, num_gpus=1, priority="normal"),
+        launch=LaunchSettings(num_nodes=1, num_gpus=1, priority="normal"),
     )
 
 
@@ -142,8 +142,8 @@ def build_trainer_config(common: CommonComponents) -> TrainerConfig:
     )
 
 
-def build_visualize_config(common: CommonComponents) -> VisualizeConfig:
-    return VisualizeConfig(num_samples=4, patch_size=4, patches_per_side=8, seed=0)
+def build_visualize_config(common: CommonComponents) -> VisualizeSettings:
+    return VisualizeSettings(num_samples=4, patch_size=4, patches_per_side=8, seed=0)
 
 
 # -- CPU quickstart ------------------------------------------------------------------------

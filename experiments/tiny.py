@@ -8,6 +8,7 @@ Launch:
         --trainer.callbacks.wandb.project=YYYY_MM_DD_<study>
 """
 
+from experiments import base as baseline  # noqa: F401 (compared to in dry_run and hygiene)
 from experiments.framework import CommonComponents, builders_in, main
 from experiments.script import (  # noqa: F401 (unchanged builders of this experiment)
     build_common_components,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +30,6 @@ class ClusterConfigError(ValueError):
 def cache_root() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(cache) / "terra-lab"
-
-
-def workspace_root() -> Path:
-    """The checkout: Bazel's BUILD_WORKSPACE_DIRECTORY, else git's top level, else the
-    current directory when it holds launcher/clusters.yaml (/app inside an image)."""
-    if workspace := os.environ.get("BUILD_WORKSPACE_DIRECTORY"):
-        return Path(workspace)
-    result = subprocess.run(
-        ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=False
-    )
-    if result.returncode == 0:
-        return Path(result.stdout.strip())
-    if (Path.cwd() / CLUSTERS_FILE).is_file():
-        return Path.cwd()
-    raise RuntimeError("run the launcher with `bazel run` or from inside the git checkout")
 
 
 def _expand(value: str, workspace: Path, where: str) -> str:
@@ -280,27 +264,3 @@ def load(workspace: Path, path: Path | None = None) -> Settings:
     except yaml.YAMLError as error:
         raise ClusterConfigError(f"{path} is not valid YAML: {error}") from error
     return parse(document or {}, Path(workspace).resolve())
-
-
-# -- what experiments/framework/clusters.py asks the launcher ---------------------------------
-
-
-def cluster_names() -> list[str]:
-    """Clusters defined in the workspace's clusters.yaml."""
-    return sorted(load(workspace_root()).clusters)
-
-
-def cluster_roots(name: str) -> dict[str, str | None] | None:
-    """{"run_root", "data_dir"} of cluster `name` on the submitting machine, or None.
-
-    Inside a job the backend sets TERRA_RUN_ROOT and TERRA_DATA_DIR to the mount points
-    instead (launcher/backends/backend.py), so this is only asked on the host.
-    """
-    settings = load(workspace_root())
-    if name not in settings.clusters:
-        return None
-    cluster = settings.clusters[name]
-    return {
-        "run_root": str(cluster.run_root),
-        "data_dir": str(cluster.data_root) if cluster.data_root.is_dir() else None,
-    }

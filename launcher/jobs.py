@@ -17,6 +17,7 @@ import time
 from launcher import clusters
 from launcher.image.build import CommandError, CommandLineParser, run_command
 from launcher.launch import make_backend
+from launcher.workspace import workspace_root
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,7 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("job_id")
     parser.add_argument("-f", "--follow", action="store_true")
     args = parser.parse_args(argv)
-    settings = clusters.load(clusters.workspace_root())
+    settings = clusters.load(workspace_root())
     try:
         backend = make_backend(settings.cluster(args.cluster))
     except clusters.ClusterConfigError as error:

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from launcher import clusters
+from launcher import clusters, publish
 from launcher.backends import local
 from launcher.backends.backend import Backend, JobSpec
 from launcher.backends.local import LocalBackend
@@ -38,8 +38,9 @@ from launcher.backends.slurm import SlurmBackend
 from launcher.gate import gate
 from launcher.gate.gate import LaunchRefused, resolve_commit
 from launcher.image import app_layer, build
-from launcher.registry import client as registry_client
 from launcher.services import services
+from launcher.settings import LaunchSettings
+from launcher.workspace import workspace_root
 
 __all__ = [
     "LaunchFailed",
@@ -49,46 +50,6 @@ __all__ = [
     "launch_experiment",
     "resolve_commit",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class LaunchSettings:
-    """The `launch` section of an experiment config, as the launcher reads it.
-
-    Attributes:
-        num_nodes: machines.
-        num_gpus: GPUs (= training processes) per machine; 0 means one CPU process.
-        clusters: scheduler partitions in order of preference (empty: the cluster's list).
-        priority: a level of the cluster's `priorities` (low, normal, high, urgent).
-        preemptible: requeue on preemption (resumes from the newest checkpoint).
-    """
-
-    num_nodes: int = 1
-    num_gpus: int = 0
-    clusters: tuple[str, ...] = ()
-    priority: str | None = None
-    preemptible: bool = True
-
-    def __post_init__(self) -> None:
-        if self.num_nodes < 1:
-            raise ValueError(f"launch.num_nodes must be >= 1, got {self.num_nodes}")
-        if self.num_gpus < 0:
-            raise ValueError(f"launch.num_gpus must be >= 0, got {self.num_gpus}")
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> LaunchSettings:
-        launch = dict(config.get("launch") or {})
-        return cls(
-            num_nodes=int(launch.get("num_nodes", 1)),
-            num_gpus=int(launch.get("num_gpus", 0)),
-            clusters=tuple(launch.get("clusters") or ()),
-            priority=launch.get("priority"),
-            preemptible=bool(launch.get("preemptible", True)),
-        )
-
-    @property
-    def procs_per_node(self) -> int:
-        return max(1, self.num_gpus)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,10 +123,8 @@ def make_backend(cluster: clusters.ClusterConfig) -> Backend:
 def ensure_services(cluster: clusters.ClusterConfig) -> None:
     """Start the dev services the cluster names, and the embedded registry (idempotent)."""
     wanted = set(cluster.services)
-    if cluster.registry.embedded:
-        wanted.add("registry")
-    if "registry" in wanted:
-        services.Registry(services.default_state_root() / "registry", cluster.registry.host).start()
+    if "registry" in wanted or cluster.registry.embedded:
+        publish.ensure_registry(dataclasses.replace(cluster.registry, embedded=True))
     if "slurm" in wanted:
         services.slurm().start()
     if "docker" in wanted:
@@ -180,12 +139,15 @@ def launch_experiment(
     overrides: list[str],
     config: Mapping[str, Any],
     wandb_project: str,
+    launch: LaunchSettings,
     workspace: Path | None = None,
     commit: str | None = None,
 ) -> LaunchResult:
     """Gate, build, push and submit one run (module docstring).
 
     Args:
+        config: the resolved config as plain data, kept in the job folder (config.json).
+        launch: the config's `launch` section.
         commit: the full sha to launch, resolved once by the caller (None: HEAD now). The
             gate's tests, the image and the job all use it; if HEAD is another commit when
             the tests are done, the launch is refused.
@@ -194,13 +156,12 @@ def launch_experiment(
         LaunchRefused: a check failed; nothing was pushed or submitted (exit status 2).
         LaunchFailed: an operation failed (registry, scheduler); exit status 1.
     """
-    workspace = Path(workspace or clusters.workspace_root()).resolve()
+    workspace = Path(workspace or workspace_root()).resolve()
     commit = commit or gate.resolve_commit(workspace)
     try:
         settings = clusters.load(workspace)
         cluster_config = settings.cluster(cluster)
-        launch = LaunchSettings.from_config(config)
-        priority_args = cluster_config.priority_args(launch.priority)
+        resources = launch.build(cluster_config)
     except (clusters.ClusterConfigError, ValueError, TypeError) as error:
         raise LaunchRefused([str(error)]) from error
     except OSError as error:
@@ -213,17 +174,11 @@ def launch_experiment(
     problems = gate.static_problems(workspace, experiment, run_name, wandb_project, commit)
     problems += gate.moved_problems(workspace, commit)
     problems += app_layer.commit_secret_problems(workspace, commit)
-    if cluster_config.gpus_per_node and launch.num_gpus > cluster_config.gpus_per_node:
-        problems.append(
-            f"launch.num_gpus={launch.num_gpus} but {cluster} nodes have "
-            f"{cluster_config.gpus_per_node} GPUs; use more nodes (launch.num_nodes)"
-        )
-    partitions = launch.clusters or cluster_config.partitions
     if not problems:
         # The scheduler must answer to check partitions, and a container runtime must exist
         # where the job runs; dev services start on demand. All of it before the tests run.
         _failing_service_is_refusal(ensure_services, cluster_config)
-        problems += make_backend(cluster_config).preflight(tuple(partitions))
+        problems += make_backend(cluster_config).preflight(resources.partitions)
         if cluster_config.backend == "slurm" and "slurm" in cluster_config.services:
             # The dev cluster's node is this machine: it runs the image with the same runtime.
             problems += local.ensure_container_runtime(
@@ -233,17 +188,9 @@ def launch_experiment(
         raise LaunchRefused(problems)
     commit = gate.check_tests_and_commit(workspace, experiment, label, commit=commit)
     try:
-        image = build.build_image(
-            workspace,
-            revision=commit,
-            flavor=cluster_config.image_flavor,
-            source_url=settings.image.source,
-            base_recipe=settings.image.base_recipe(),
+        image, pushed = publish.publish_image(
+            workspace, commit, cluster_config.image_flavor, settings, cluster_config.registry
         )
-        client = registry_client.RegistryClient(
-            cluster_config.registry.url, settings.image.repository
-        )
-        pushed = registry_client.push_image(client, image, image.tag)
     except (RuntimeError, OSError, ValueError) as error:
         raise LaunchFailed(
             f"the image of {commit[:12]} could not be built or pushed to "
@@ -273,12 +220,12 @@ def launch_experiment(
         run_dir=run_dir,
         data_root=cluster_config.data_root,
         job_dir=job_dir,
-        num_nodes=launch.num_nodes,
-        procs_per_node=launch.procs_per_node,
-        gpus_per_node=launch.num_gpus if cluster_config.gpus_per_node else 0,
-        partitions=tuple(partitions),
-        priority_args=tuple(priority_args),
-        requeue=launch.preemptible,
+        num_nodes=resources.num_nodes,
+        procs_per_node=resources.procs_per_node,
+        gpus_per_node=resources.gpus_per_node,
+        partitions=resources.partitions,
+        priority_args=resources.priority_args,
+        requeue=resources.requeue,
         runtime=cluster_config.runtime,
         image_cache=cluster_config.image_cache,
         job_cache=cluster_config.job_cache,

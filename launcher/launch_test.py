@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from launcher import launch, testing
+from launcher.settings import LaunchSettings
 
 CLUSTERS = Path(__file__).with_name("clusters.yaml").read_text()
 PROJECT = "2026_01_01_launch_unit"
@@ -30,9 +31,17 @@ def workspace(tmp_path, monkeypatch):
     return work
 
 
-def _launch(workspace, cluster="local", run_name="nano_unit", project=PROJECT, config=None):
+def _launch(workspace, cluster="local", run_name="nano_unit", project=PROJECT, settings=None):
     return launch.launch_experiment(
-        "nano", "//experiments:nano", run_name, cluster, [], config or {}, project, workspace
+        "nano",
+        "//experiments:nano",
+        run_name,
+        cluster,
+        [],
+        {},
+        project,
+        settings or LaunchSettings(),
+        workspace,
     )
 
 
@@ -68,21 +77,13 @@ def test_an_unknown_cluster_is_refused_with_the_known_ones(workspace):
         _launch(workspace, cluster="mars")
 
 
-def test_a_priority_the_cluster_does_not_define_is_refused(workspace):
+def test_a_priority_no_cluster_defines_is_refused(workspace):
+    class UrgentPlus(LaunchSettings):  # past LaunchSettings' own check, as a dict could be
+        def __post_init__(self) -> None:
+            pass
+
     with pytest.raises(launch.LaunchRefused, match="priority must be one of low"):
-        _launch(workspace, cluster="slurm", config={"launch": {"priority": "asap"}})
-
-
-def test_launch_settings_read_the_experiment_config():
-    settings = launch.LaunchSettings.from_config(
-        {"launch": {"num_nodes": 2, "num_gpus": 8, "clusters": ["h100", "a100"],
-                    "priority": "high", "preemptible": False, "allow_dirty": True}}
-    )  # fmt: skip
-    assert (settings.num_nodes, settings.procs_per_node) == (2, 8)
-    assert settings.clusters == ("h100", "a100") and not settings.preemptible
-    assert launch.LaunchSettings.from_config({"launch": {"num_gpus": 0}}).procs_per_node == 1
-    with pytest.raises(ValueError, match="num_nodes must be >= 1"):
-        launch.LaunchSettings.from_config({"launch": {"num_nodes": 0}})
+        _launch(workspace, cluster="slurm", settings=UrgentPlus(priority="asap"))
 
 
 def test_every_submission_of_one_run_name_gets_its_own_job_folder(tmp_path):
@@ -105,6 +106,7 @@ def test_a_head_other_than_the_resolved_commit_is_refused_before_anything_runs(w
             [],
             {},
             PROJECT,
+            LaunchSettings(),
             workspace,
             commit=resolved,
         )

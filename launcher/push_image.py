@@ -26,14 +26,10 @@ import re
 import subprocess
 import sys
 
-from launcher import clusters
+from launcher import clusters, publish
 from launcher.image import build, deps_layer
 from launcher.image.app_layer import git
 from launcher.registry import client as registry_client
-from launcher.services import services
-
-# A registry that does not answer is reported after these tries (about 1.5 s).
-_PROBE_RETRY = registry_client.RetryPolicy(attempts=3, initial_backoff_s=0.5)
 
 
 def registry_problem(
@@ -105,26 +101,12 @@ def _main(argv: list[str] | None) -> int:
             f"{commit[:12]})",
             file=sys.stderr,
         )
-    repository = args.repository or settings.image.repository
-    if registry.embedded:
-        services.Registry(services.default_state_root() / "registry", registry.host).start()
     try:
-        registry_client.RegistryClient(
-            registry.url, repository, retry=_PROBE_RETRY, log=lambda _: None
-        ).ping()
-    except registry_client.RegistryError as error:
-        raise registry_problem(registry.url, error, "us") from error
-
-    image = build.build_image(
-        workspace,
-        revision=commit,
-        flavor=flavor,
-        source_url=settings.image.source,
-        base_recipe=settings.image.base_recipe(),
-    )
-    client = registry_client.RegistryClient(registry.url, repository)
-    try:
-        result = registry_client.push_image(client, image, image.tag)
+        _, result = publish.publish_image(
+            workspace, commit, flavor, settings, registry, repository=args.repository
+        )
+    except publish.RegistryUnavailable as error:
+        raise registry_problem(registry.url, error.cause, "us") from error
     except registry_client.RegistryError as error:
         raise registry_problem(registry.url, error, "the push") from error
     print(

@@ -3,7 +3,7 @@
 Public API (names resolve lazily, so importing one submodule never imports the others):
     main, builders_in                        experiments.framework.cli
     CommonComponents, ExperimentConfig,      experiments.framework.experiment_config
-    LaunchConfig, VisualizeConfig, Builders, build_config, as_subclass
+    VisualizeSettings, Builders, build_config, as_subclass
 Modules: overrides, naming, diff, hygiene,
 clusters, training, evaluate, visualize, launching, testing.
 """
@@ -19,8 +19,7 @@ _EXPORTS = {
     "Builders": "experiment_config",
     "CommonComponents": "experiment_config",
     "ExperimentConfig": "experiment_config",
-    "LaunchConfig": "experiment_config",
-    "VisualizeConfig": "experiment_config",
+    "VisualizeSettings": "experiment_config",
     "as_subclass": "experiment_config",
     "build_config": "experiment_config",
 }

@@ -29,13 +29,19 @@ import logging
 import os
 import sys
 import traceback
+import types
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
 from experiments.framework import clusters, naming, subcommands
 from experiments.framework import overrides as ov
 from experiments.framework.errors import CommandError
-from experiments.framework.experiment_config import BUILDER_NAMES, Builders, CommonComponents
+from experiments.framework.experiment_config import (
+    BASELINE_NAME,
+    BUILDER_NAMES,
+    Builders,
+    CommonComponents,
+)
 from experiments.framework.resolution import SUBCOMMANDS, USAGE, Invocation, UsageError, resolve
 
 __all__ = ["SUBCOMMANDS", "USAGE", "Invocation", "builders_in", "main", "resolve", "run"]
@@ -56,7 +62,10 @@ def builders_in(namespace: dict[str, Any]) -> dict[str, Callable[..., Any]]:
     missing = [name for name in BUILDER_NAMES.values() if name not in namespace]
     if missing:
         raise AttributeError(f"the experiment module lacks {missing}; import them from script")
-    return {key: namespace[name] for key, name in BUILDER_NAMES.items()}
+    builders = {key: namespace[name] for key, name in BUILDER_NAMES.items()}
+    if isinstance(namespace.get(BASELINE_NAME), types.ModuleType):
+        builders[BASELINE_NAME] = namespace[BASELINE_NAME]
+    return builders
 
 
 def run(
@@ -130,6 +139,7 @@ def main(
     train_module_config_builder: Callable[[CommonComponents], Any],
     trainer_config_builder: Callable[[CommonComponents], Any],
     visualize_config_builder: Callable[[CommonComponents], Any],
+    baseline: types.ModuleType | None = None,
     argv: Sequence[str] | None = None,
     experiment: str | None = None,
 ) -> NoReturn:
@@ -137,6 +147,7 @@ def main(
 
     Args:
         *_builder: the experiment's builder functions (see experiment_config).
+        baseline: the experiment module this one is compared to (None for base itself).
         argv: the command line after the program name (default: sys.argv[1:]).
         experiment: the experiment's name (default: the running file's name, which is
             the Bazel target's name).
@@ -150,6 +161,7 @@ def main(
         train_module_config_builder=train_module_config_builder,
         trainer_config_builder=trainer_config_builder,
         visualize_config_builder=visualize_config_builder,
+        baseline=Builders.from_module(baseline) if baseline is not None else None,
     )
     args = list(sys.argv[1:] if argv is None else argv)
     sys.exit(run(builders, args, experiment or _experiment_from_main()))

@@ -1,9 +1,9 @@
 """Where a cluster keeps runs and data, as far as building a config needs to know.
 
-`local` is built in: runs go to `<workspace>/runs` (the workspace is
-`$BUILD_WORKSPACE_DIRECTORY` under `bazel run`, else the current directory) and, without a
-configured data folder, training uses the embedded synthetic dataset. Other clusters come
-from the launcher's cluster configuration (launcher/), which owns backends and registries;
+`local` is built in: runs go to `<workspace>/runs` (launcher/workspace.py says which
+checkout that is) and, without a configured data folder, training uses the embedded
+synthetic dataset. Other clusters come from the launcher's cluster configuration
+(launcher/clusters.yaml, asked through launcher.api), which owns backends and registries;
 this module reads only their run and data roots.
 
 Environment overrides (useful on any cluster): TERRA_RUN_ROOT replaces the run root,
@@ -13,10 +13,10 @@ TERRA_DATA_DIR the data folder.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
+
+from launcher import api as launcher_api
 
 LOCAL = "local"
 
@@ -42,27 +42,12 @@ class UnknownClusterError(ValueError):
     """The cluster name is neither `local` nor in the launcher's configuration."""
 
 
-def workspace_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """The source tree the user works in (bazel run changes the working directory)."""
-    environ = os.environ if environ is None else environ
-    return Path(environ.get("BUILD_WORKSPACE_DIRECTORY") or os.getcwd())
-
-
-def _launcher_lookup() -> Callable[[str], Mapping[str, object] | None] | None:
-    """The launcher's `cluster_roots(name)` when launcher/ provides one."""
-    try:
-        module = importlib.import_module("launcher.clusters")
-    except ImportError:
-        return None
-    return getattr(module, "cluster_roots", None)
-
-
 def launcher_cluster_names() -> list[str]:
+    """The clusters of launcher/clusters.yaml; none when it cannot be read (the error that
+    matters is reported by whoever needed the unknown cluster)."""
     try:
-        module = importlib.import_module("launcher.clusters")
-        names = getattr(module, "cluster_names", None)
-        return sorted(names()) if callable(names) else []
-    except Exception:  # no launcher in this build, or no readable clusters.yaml: none known
+        return launcher_api.cluster_names()
+    except (OSError, ValueError):
         return []
 
 
@@ -74,7 +59,7 @@ def resolve_cluster(name: str, environ: Mapping[str, str] | None = None) -> Clus
     if name == LOCAL:
         return ClusterSpec(
             name=name,
-            run_root=run_root_env or str(workspace_dir(environ) / "runs"),
+            run_root=run_root_env or str(launcher_api.workspace_root(environ) / "runs"),
             data_dir=data_dir_env,
             is_local=True,
         )
@@ -82,10 +67,9 @@ def resolve_cluster(name: str, environ: Mapping[str, str] | None = None) -> Clus
         # Inside a launched job: the backend mounts the roots and says where (the launcher's
         # clusters.yaml describes the submitting machine, not the container).
         return ClusterSpec(name=name, run_root=run_root_env, data_dir=data_dir_env, is_local=False)
-    lookup = _launcher_lookup()
     try:
-        roots = lookup(name) if lookup is not None else None
-    except Exception as error:  # the launcher could not read its cluster configuration
+        roots = launcher_api.cluster_roots(name)
+    except (OSError, ValueError) as error:  # clusters.yaml missing or malformed
         raise UnknownClusterError(
             f"unknown cluster {name!r}: local is built in, and the launcher's cluster list "
             f"(launcher/clusters.yaml) could not be read: {error}"
@@ -96,6 +80,5 @@ def resolve_cluster(name: str, environ: Mapping[str, str] | None = None) -> Clus
             f"unknown cluster {name!r}; known clusters: {', '.join(known)}. Clusters other "
             "than local are configured in launcher/clusters.yaml."
         )
-    run_root = str(roots.get("run_root") or "runs")
-    data_dir = str(roots["data_dir"]) if roots.get("data_dir") else None
-    return ClusterSpec(name=name, run_root=run_root, data_dir=data_dir, is_local=False)
+    data_dir = str(roots.data_dir) if roots.data_dir else None
+    return ClusterSpec(name=name, run_root=str(roots.run_root), data_dir=data_dir, is_local=False)

@@ -31,8 +31,8 @@ def test_environment_roots_win(tmp_path: Path) -> None:
 
 
 def test_other_clusters_come_from_the_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
-    table = {"gpu": {"run_root": "/shared/runs", "data_dir": "/shared/data"}}
-    monkeypatch.setattr(clusters, "_launcher_lookup", lambda: table.get)
+    table = {"gpu": clusters.launcher_api.ClusterRoots(Path("/shared/runs"), Path("/shared/data"))}
+    monkeypatch.setattr(clusters.launcher_api, "cluster_roots", table.get)
     spec = clusters.resolve_cluster("gpu", {})
     assert (spec.run_root, spec.data_dir, spec.is_local) == ("/shared/runs", "/shared/data", False)
     with pytest.raises(clusters.UnknownClusterError, match="unknown cluster 'moon'.*local"):
@@ -43,8 +43,8 @@ def test_a_broken_launcher_configuration_is_reported_as_such(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def broken(name: str) -> None:
-        raise RuntimeError("clusters.yaml: bad key")
+        raise clusters.launcher_api.ClusterConfigError("clusters.yaml: bad key")
 
-    monkeypatch.setattr(clusters, "_launcher_lookup", lambda: broken)
+    monkeypatch.setattr(clusters.launcher_api, "cluster_roots", broken)
     with pytest.raises(clusters.UnknownClusterError, match="unknown cluster .gpu.*bad key"):
         clusters.resolve_cluster("gpu", {})

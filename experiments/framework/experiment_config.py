@@ -9,7 +9,7 @@ a variant file overrides the few its hypothesis changes):
     build_dataloader_config(common)    -> the data loader config
     build_train_module_config(common)  -> the optimisation step (models.train)
     build_trainer_config(common)       -> the loop and callbacks
-    build_visualize_config(common)     -> VisualizeConfig
+    build_visualize_config(common)     -> VisualizeSettings
 
 `build_config` runs them into one `ExperimentConfig`, the tree that overrides address
 (`--trainer.max_steps=20`), that `dry_run` prints and diffs, and that the trainer writes
@@ -20,10 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
+from launcher.settings import LaunchSettings
 from models.config import serialization
+from models.config.configurable import Configurable
+
+if TYPE_CHECKING:
+    from models.train.trainer import Trainer
 
 SECTIONS = (
     "model",
@@ -40,46 +45,13 @@ SECTIONS = (
 IDENTITY_FIELDS = ("experiment", "run_name", "cluster")
 """Fields that name a run rather than describe it; they differ between variants by design."""
 
-PRIORITIES = ("low", "normal", "high", "urgent")
-
-
 @dataclasses.dataclass
-class LaunchConfig:
-    """How `launch` asks a cluster for resources (read by launcher/).
-
-    Attributes:
-        num_nodes: machines.
-        num_gpus: GPUs (= training processes) per machine; the reference trained base on 8
-            (pass --launch.num_gpus=8); 0 on a CPU cluster means one process.
-        clusters: scheduler partitions to try, in order (for availability); empty: the
-            cluster's own list (launcher/clusters.yaml).
-        priority: one of PRIORITIES; `normal` for experiments, `high` only when needed.
-        preemptible: the job may be preempted (it resumes from its newest checkpoint).
-
-    There is no allow-dirty switch: the launcher's gate always refuses uncommitted changes.
-    """
-
-    num_nodes: int = 1
-    num_gpus: int = 1
-    clusters: tuple[str, ...] = ()
-    priority: str = "normal"
-    preemptible: bool = True
-
-    def __post_init__(self) -> None:
-        self.clusters = tuple(self.clusters)
-        if self.num_nodes < 1:
-            raise ValueError(f"LaunchConfig.num_nodes must be >= 1, got {self.num_nodes}")
-        if self.num_gpus < 0:  # 0: one CPU process
-            raise ValueError(f"LaunchConfig.num_gpus must be >= 0, got {self.num_gpus}")
-        if self.priority not in PRIORITIES:
-            raise ValueError(
-                f"LaunchConfig.priority must be one of {PRIORITIES}, got {self.priority!r}"
-            )
-
-
-@dataclasses.dataclass
-class VisualizeConfig:
+class VisualizeSettings:
     """What `visualize` draws: masked inputs and the model's predictions, as PNGs.
+
+    Settings, not a config: the subcommand reads them and nothing is built from them, so
+    the name does not promise a `build()` (it was VisualizeConfig; old config.yaml files
+    still load through serialization.CLASS_ALIASES).
 
     Attributes:
         num_samples: samples drawn (one PNG each).
@@ -102,7 +74,7 @@ class VisualizeConfig:
     def __post_init__(self) -> None:
         for name in ("num_samples", "patch_size", "patches_per_side"):
             if getattr(self, name) < 1:
-                raise ValueError(f"VisualizeConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"VisualizeSettings.{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclasses.dataclass
@@ -130,15 +102,15 @@ class CommonComponents:
     data_dir: str | None
     wandb_project: str
     training_modalities: tuple[str, ...]
-    launch: LaunchConfig = dataclasses.field(default_factory=LaunchConfig)
+    launch: LaunchSettings = dataclasses.field(default_factory=LaunchSettings)
 
     @property
     def is_local(self) -> bool:
         return self.cluster == "local"
 
 
-@dataclasses.dataclass
-class ExperimentConfig:
+@dataclasses.dataclass(kw_only=True)
+class ExperimentConfig(Configurable["Trainer"]):
     """Everything a run needs, as one tree that round-trips through YAML and JSON.
 
     Attributes:
@@ -163,9 +135,16 @@ class ExperimentConfig:
     data_loader: Any
     train_module: Any
     trainer: Any
-    launch: LaunchConfig
-    visualize: VisualizeConfig
+    launch: LaunchSettings
+    visualize: VisualizeSettings
     seed: int = 12536
+
+    def build(self, env: Any, device: Any, callbacks: Sequence[Any] = ()) -> Trainer:
+        """The run's trainer (models.train.pretrain.build_trainer): this tree is a
+        pretraining config with the experiment's sections around it."""
+        from models.train.pretrain import build_trainer  # torch: only when a run starts
+
+        return build_trainer(self, env, device, callbacks)
 
     @property
     def masking(self) -> Any:
@@ -200,6 +179,9 @@ BUILDER_NAMES = {
 }
 """main()'s keyword -> the function name an experiment module defines or imports."""
 
+BASELINE_NAME = "baseline"
+"""The name under which an experiment module imports the experiment it is compared to."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Builders:
@@ -212,17 +194,25 @@ class Builders:
     train_module_config_builder: SectionBuilder
     trainer_config_builder: SectionBuilder
     visualize_config_builder: SectionBuilder
+    # The experiment this one is compared to (dry_run's diff, the hygiene test): the module
+    # an experiment file imports as `baseline` (`from experiments import base as baseline`).
+    baseline: Builders | None = None
 
     @classmethod
     def from_module(cls, module: types.ModuleType) -> Builders:
-        """The builders an experiment module defines or imports, by their guide names."""
+        """The builders an experiment module defines or imports, by their guide names, and
+        those of the module it imports as `baseline`, if any."""
         missing = [name for name in BUILDER_NAMES.values() if not hasattr(module, name)]
         if missing:
             raise AttributeError(
                 f"experiment module {module.__name__} lacks {missing}: import them from "
                 "experiments.script (or define them)"
             )
-        return cls(**{key: getattr(module, name) for key, name in BUILDER_NAMES.items()})
+        baseline = getattr(module, BASELINE_NAME, None)
+        return cls(
+            **{key: getattr(module, name) for key, name in BUILDER_NAMES.items()},
+            baseline=cls.from_module(baseline) if isinstance(baseline, types.ModuleType) else None,
+        )
 
 
 def build_config(builders: Builders, common: CommonComponents) -> ExperimentConfig:

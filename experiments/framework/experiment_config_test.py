@@ -11,10 +11,10 @@ import pytest
 from experiments.framework.experiment_config import (
     Builders,
     ExperimentConfig,
-    LaunchConfig,
-    VisualizeConfig,
+    VisualizeSettings,
     as_subclass,
 )
+from launcher.settings import LaunchSettings
 from models.config import serialization
 
 
@@ -37,7 +37,7 @@ def test_as_subclass_keeps_every_field_and_adds_the_new_ones() -> None:
 
 def test_as_subclass_refuses_an_unrelated_class() -> None:
     with pytest.raises(TypeError, match="not a subclass"):
-        as_subclass(Encoder(), LaunchConfig)
+        as_subclass(Encoder(), LaunchSettings)
 
 
 def test_builders_from_a_module_need_all_seven() -> None:
@@ -49,9 +49,9 @@ def test_builders_from_a_module_need_all_seven() -> None:
 
 def test_launch_and_visualize_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="priority must be one of"):
-        LaunchConfig(priority="asap")
+        LaunchSettings(priority="asap")
     with pytest.raises(ValueError, match="num_samples"):
-        VisualizeConfig(num_samples=0)
+        VisualizeSettings(num_samples=0)
 
 
 def test_an_experiment_config_rebuilds_from_its_plain_data() -> None:
@@ -64,10 +64,10 @@ def test_an_experiment_config_rebuilds_from_its_plain_data() -> None:
         data_loader=Encoder(),
         train_module=Encoder(),
         trainer=Encoder(),
-        launch=LaunchConfig(num_gpus=8, clusters=("a", "b")),
-        visualize=VisualizeConfig(),
+        launch=LaunchSettings(num_gpus=8, clusters=("a", "b")),
+        visualize=VisualizeSettings(),
     )
     assert ExperimentConfig.from_dict(config.as_dict()) == config
     assert serialization.from_json(serialization.to_json(config)) == config
     with pytest.raises(serialization.ConfigFormatError, match="ExperimentConfig"):
-        ExperimentConfig.from_dict(serialization.to_dict(LaunchConfig()))
+        ExperimentConfig.from_dict(serialization.to_dict(LaunchSettings()))

@@ -1,8 +1,9 @@
 """`launch`: check names, then hand the resolved run to launcher/ (gate, image, submit).
 
-The launcher receives what it needs to re-create this exact config inside the job: the
-experiment name, its Bazel label (//experiments:<name>, whose `_launch_tests` the gate
-runs), the run name, the cluster, the resolved config as plain data, and the overrides.
+The launcher (its public API, launcher/api.py) receives what it needs to re-create this
+exact config inside the job: the experiment name, its Bazel label (//experiments:<name>,
+whose tests the gate runs), the run name, the cluster, the launch settings, the resolved
+config as plain data, and the overrides.
 The job runs `experiments/<name>.py train <run> <cluster> <overrides>`, so the overrides
 must pin everything that can change between now and the job's start: the W&B project,
 whose default is dated, is therefore always passed explicitly.
@@ -10,12 +11,12 @@ whose default is dated, is therefore always passed explicitly.
 
 from __future__ import annotations
 
-import importlib
 import subprocess
 from typing import TYPE_CHECKING, TextIO
 
-from experiments.framework import clusters, identity, naming
+from experiments.framework import identity, naming
 from experiments.framework.errors import CommandError
+from launcher import api as launcher
 
 if TYPE_CHECKING:
     from experiments.framework.resolution import Invocation
@@ -38,7 +39,7 @@ def job_overrides(invocation: Invocation) -> list[str]:
 def current_branch() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "-C", str(clusters.workspace_dir()), "rev-parse", "--abbrev-ref", "HEAD"],
+            ["git", "-C", str(launcher.workspace_root()), "rev-parse", "--abbrev-ref", "HEAD"],
             capture_output=True,
             text=True,
             timeout=10,
@@ -53,12 +54,8 @@ def launch_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> in
     warning = naming.branch_name_warning(current_branch())
     if warning:
         print(f"warning: {warning}", file=stderr)
-    try:
-        launcher = importlib.import_module("launcher.launch")
-    except ImportError as error:
-        raise CommandError(f"the launcher is not available in this build: {error}") from error
     config = invocation.config
-    workspace = clusters.workspace_dir()
+    workspace = launcher.workspace_root()
     try:
         commit = launcher.resolve_commit(workspace)
     except launcher.LaunchRefused as error:
@@ -77,6 +74,7 @@ def launch_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> in
             overrides=job_overrides(invocation),
             config=config.as_dict(),
             wandb_project=config.trainer.run.project,
+            launch=config.launch,
             workspace=workspace,
             commit=commit,
         )

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import importlib
 import io
-import sys
 import types
 from pathlib import Path
 
 import pytest
 
-from experiments.framework import cli
+from experiments.framework import cli, launching
 from experiments.framework.experiment_config import Builders
 
 BASE = importlib.import_module("experiments.base")
@@ -46,12 +45,11 @@ def fake_launcher(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[dict]
             run_dir=Path("/runs") / kwargs["wandb_project"] / kwargs["run_name"],
         )
 
-    module = types.ModuleType("launcher.launch")
-    module.launch_experiment = launch_experiment
-    module.LaunchRefused = FakeRefused
-    module.LaunchFailed = FakeFailed
-    module.resolve_commit = lambda workspace: "f" * 40
-    monkeypatch.setitem(sys.modules, "launcher.launch", module)
+    # launcher.api is all that launching.py uses of the launcher.
+    monkeypatch.setattr(launching.launcher, "launch_experiment", launch_experiment)
+    monkeypatch.setattr(launching.launcher, "LaunchRefused", FakeRefused)
+    monkeypatch.setattr(launching.launcher, "LaunchFailed", FakeFailed)
+    monkeypatch.setattr(launching.launcher, "resolve_commit", lambda workspace: "f" * 40)
     return calls
 
 
@@ -74,7 +72,7 @@ def test_launch_hands_over_the_resolved_run(fake_launcher: list[dict]) -> None:
     assert call["experiment"] == "base" and call["label"] == "//experiments:base"
     assert call["run_name"] == "base_lr1e-4" and call["cluster"] == "local"
     assert call["wandb_project"] == "2026_11_25_x"
-    assert call["config"]["launch"]["num_gpus"] == 8
+    assert call["config"]["launch"]["num_gpus"] == 8 and call["launch"].num_gpus == 8
     assert call["overrides"] == [
         "--launch.num_gpus=8",
         "--trainer.callbacks.wandb.project=2026_11_25_x",

@@ -10,20 +10,16 @@ visualize  masked inputs and predictions as PNGs (experiments/framework/visualiz
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from experiments.framework import diff
 from experiments.framework.errors import CommandError
-from experiments.framework.experiment_config import IDENTITY_FIELDS, Builders, build_config
+from experiments.framework.experiment_config import IDENTITY_FIELDS, build_config
 from models.config import serialization
 
 if TYPE_CHECKING:
     from experiments.framework.resolution import Invocation
-
-BASE_MODULE = "experiments.base"
-
 
 def _rule(title: str) -> str:
     return f"\n== {title} " + "=" * max(0, 86 - len(title))
@@ -55,13 +51,16 @@ def parameter_counts(model_config: Any) -> dict[str, int]:
     return counts
 
 
-def base_config_for(invocation: Invocation) -> Any:
-    """base's resolved config for the same run identity and the same overrides."""
+def baseline_config_for(invocation: Invocation) -> Any:
+    """The baseline's resolved config for the same run identity and the same overrides;
+    None when the experiment declares no baseline (base itself)."""
     from experiments.framework import resolution
 
-    base_module = importlib.import_module(BASE_MODULE)
-    base_config = build_config(Builders.from_module(base_module), invocation.common)
-    return resolution.apply_cli_overrides(base_config, invocation.overrides)[0]
+    baseline = invocation.builders.baseline
+    if baseline is None:
+        return None
+    baseline_config = build_config(baseline, invocation.common)
+    return resolution.apply_cli_overrides(baseline_config, invocation.overrides)[0]
 
 
 def run_dir_of(config: Any) -> Path:
@@ -92,10 +91,11 @@ def dry_run(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
     for name, count in counts.items():
         print(f"  {name:<10} {format_count(count):>9}  ({count:,})", file=stdout)
     print(_rule("diff against base"), file=stdout)
-    if invocation.experiment == "base":
-        print("  (this is base)", file=stdout)
+    baseline_config = baseline_config_for(invocation)
+    if baseline_config is None:
+        print("  (this is base: it names no baseline)", file=stdout)
     else:
-        changes = diff.diff_configs(base_config_for(invocation), config, ignore=IDENTITY_FIELDS)
+        changes = diff.diff_configs(baseline_config, config, ignore=IDENTITY_FIELDS)
         print(diff.format_diff(changes), file=stdout)
     print(_rule("run folder"), file=stdout)
     print(f"  {run_dir_of(config)}", file=stdout)

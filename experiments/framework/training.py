@@ -306,7 +306,7 @@ def summary(result: TrainResult, config: ExperimentConfig) -> str:
 
 
 def train_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
-    from experiments.framework import clusters
+    from launcher import api as launcher_api
 
     config = invocation.config
     if (
@@ -318,7 +318,7 @@ def train_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int
             "about half a minute)...",
             file=stderr,
         )
-    workspace = clusters.workspace_dir()
+    workspace = launcher_api.workspace_root()
     fingerprint = identity.Fingerprint.of(
         invocation.experiment, identity.workspace_commit(workspace), config.as_dict()
     )

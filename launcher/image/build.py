@@ -31,6 +31,7 @@ from pathlib import Path
 from launcher import clusters
 from launcher.image import app_layer, base_layer, deps_layer, oci
 from launcher.services import packages
+from launcher.workspace import workspace_root
 
 SITE = "/" + deps_layer.SITE_PACKAGES
 IMAGE_ENV = {
@@ -281,10 +282,10 @@ def one_line(error: BaseException) -> str:
 
 
 def command_workspace() -> Path:
-    """The checkout a tool builds from: Bazel's BUILD_WORKSPACE_DIRECTORY, else git's top level."""
+    """The checkout a tool builds from (launcher/workspace.py); it must be a git repository."""
     if shutil.which("git") is None:
         raise CommandError("git is not installed; install it: sudo apt-get install -y git")
-    where = os.environ.get("BUILD_WORKSPACE_DIRECTORY") or os.getcwd()
+    where = str(workspace_root())
     result = subprocess.run(
         ["git", "-C", where, "rev-parse", "--show-toplevel"], capture_output=True, text=True
     )

@@ -46,6 +46,8 @@ CLASS_ALIASES: dict[str, str] = {
     "experiments.framework.data.MaskedDataLoaderConfig": (
         "models.data.masked_loader.MaskedDataLoaderConfig"
     ),
+    # One launch settings type, the launcher's (the experiments' copy had the same fields).
+    "experiments.framework.experiment_config.LaunchConfig": "launcher.settings.LaunchSettings",
 }
 
 
