@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 import torch
 
+from models.config.configurable import Configurable
 from models.data import crop, h5_format
 from models.data.h5_format import SampleError
 from models.data.normalize import NormalizerConfig
@@ -77,8 +78,8 @@ class DatasetItem:
     skipped: tuple[str, ...] = ()
 
 
-@dataclasses.dataclass
-class DatasetConfig:
+@dataclasses.dataclass(kw_only=True)
+class DatasetConfig(Configurable["EarthDataset"]):
     """Configuration of `EarthDataset`.
 
     Attributes:

@@ -26,7 +26,7 @@ def _records(count=3, **kwargs):
 
 def test_missing_modality_is_filled_with_missing_in_the_cropped_shape(tmp_path):
     records = _records(1, names=["sentinel2_l2a", "srtm"])
-    dataset = DatasetConfig(str(_dataset_dir(tmp_path, records))).build()
+    dataset = DatasetConfig(h5_dir=str(_dataset_dir(tmp_path, records))).build()
     item = dataset[GetItemArgs(0, patch_size=2, patches_per_side=3)]
     assert set(item.data) == set(modalities.TRAINING_MODALITIES)
     # 9 patches x 6 tokens per step fit 12 steps in 2250 tokens: series padded to 12.
@@ -44,7 +44,9 @@ def test_missing_timesteps_are_filled_at_their_positions(tmp_path):
     present = {"sentinel2_l2a": [True, False, True, True], "sentinel1": [True, True, True, False]}
     records = _records(1, names=["sentinel2_l2a", "sentinel1"], present=present)
     config = DatasetConfig(
-        str(_dataset_dir(tmp_path, records)), ("sentinel2_l2a", "sentinel1"), normalize=False
+        h5_dir=str(_dataset_dir(tmp_path, records)),
+        training_modalities=("sentinel2_l2a", "sentinel1"),
+        normalize=False,
     )
     item = config.build()[GetItemArgs(0, patch_size=8, patches_per_side=1)]  # whole 8x8 tile
     stored = records[0].modalities
@@ -66,7 +68,9 @@ def test_series_is_cut_to_the_steps_where_some_modality_has_data(tmp_path):
     }
     records = _records(1, names=["sentinel2_l2a", "sentinel1"], present=present)
     config = DatasetConfig(
-        str(_dataset_dir(tmp_path, records)), ("sentinel2_l2a", "sentinel1"), normalize=False
+        h5_dir=str(_dataset_dir(tmp_path, records)),
+        training_modalities=("sentinel2_l2a", "sentinel1"),
+        normalize=False,
     )
     item = config.build()[GetItemArgs(0, patch_size=8, patches_per_side=1)]
     np.testing.assert_array_equal(item.timestamps[:3], records[0].timestamps[1:4])
@@ -82,8 +86,10 @@ def test_values_are_normalized_and_missing_values_are_not(tmp_path):
     h5_dir = _dataset_dir(tmp_path, records)
     names = ("sentinel2_l2a", "srtm", "latlon")
     args = GetItemArgs(0, patch_size=4, patches_per_side=2, crop_seed=5)
-    raw = DatasetConfig(str(h5_dir), names, normalize=False).build()[args]
-    normalized = DatasetConfig(str(h5_dir), names).build()[args]
+    raw = DatasetConfig(h5_dir=str(h5_dir), training_modalities=names, normalize=False).build()[
+        args
+    ]
+    normalized = DatasetConfig(h5_dir=str(h5_dir), training_modalities=names).build()[args]
     normalizer = NormalizerConfig().build()
     for name in names:
         missing = raw.data[name] == MISSING
@@ -95,7 +101,9 @@ def test_values_are_normalized_and_missing_values_are_not(tmp_path):
 
 
 def test_instances_fit_the_token_budget_for_every_patch_size(tmp_path):
-    dataset = DatasetConfig(str(_dataset_dir(tmp_path, _records(1, size=16, timesteps=12)))).build()
+    dataset = DatasetConfig(
+        h5_dir=str(_dataset_dir(tmp_path, _records(1, size=16, timesteps=12)))
+    ).build()
     specs = list(dataset.specs.values())
     budget = 300
     for patch_size in range(1, 9):
@@ -111,7 +119,7 @@ def test_instances_fit_the_token_budget_for_every_patch_size(tmp_path):
 
 
 def test_crop_seed_fixes_the_window_and_other_seeds_move_it(tmp_path):
-    dataset = DatasetConfig(str(_dataset_dir(tmp_path, _records(1, size=16)))).build()
+    dataset = DatasetConfig(h5_dir=str(_dataset_dir(tmp_path, _records(1, size=16)))).build()
     first = dataset[GetItemArgs(0, 2, 3, crop_seed=11)].data["srtm"]
     again = dataset[GetItemArgs(0, 2, 3, crop_seed=11)].data["srtm"]
     np.testing.assert_array_equal(first, again)
@@ -125,7 +133,7 @@ def test_samples_without_a_multitemporal_modality_are_left_out(tmp_path):
         testing.random_record(np.random.default_rng(1), names=["srtm"]),
         testing.random_record(np.random.default_rng(2), names=["srtm", "landsat"]),
     ]
-    dataset = DatasetConfig(str(_dataset_dir(tmp_path, records))).build()
+    dataset = DatasetConfig(h5_dir=str(_dataset_dir(tmp_path, records))).build()
     assert len(dataset) == 2
     assert list(dataset.sample_indices) == [0, 2]
     assert dataset[GetItemArgs(1, 2, 2)].source.endswith("sample_2.h5")
@@ -145,7 +153,7 @@ def _rewrite(h5_dir, index, name, array):
 
 def test_corrupt_file_raises_an_error_naming_the_file(tmp_path):
     h5_dir = _dataset_dir(tmp_path, _records(3))
-    dataset = DatasetConfig(str(h5_dir)).build()
+    dataset = DatasetConfig(h5_dir=str(h5_dir)).build()
     path = _corrupt(h5_dir, 1)
     with pytest.raises(SampleError, match=f"{path}: field 'file'"):
         dataset[GetItemArgs(1, 2, 2)]
@@ -154,7 +162,7 @@ def test_corrupt_file_raises_an_error_naming_the_file(tmp_path):
 def test_wrong_band_count_names_the_file_and_the_field(tmp_path):
     h5_dir = _dataset_dir(tmp_path, _records(2))
     _rewrite(h5_dir, 1, "sentinel1", np.zeros((8, 8, 4, 3), np.float32))
-    dataset = DatasetConfig(str(h5_dir)).build()
+    dataset = DatasetConfig(h5_dir=str(h5_dir)).build()
     with pytest.raises(
         SampleError, match=r"sample_1\.h5: field 'sentinel1': has 3 bands; expected 2"
     ):
@@ -166,7 +174,7 @@ def test_nan_pixels_name_the_file_and_the_field(tmp_path):
     s1 = np.zeros((8, 8, 4, 2), np.float32)
     s1[0, 0, 0, 0] = s1[3, 2, 1, 1] = np.nan
     _rewrite(h5_dir, 0, "sentinel1", s1)
-    dataset = DatasetConfig(str(h5_dir)).build()
+    dataset = DatasetConfig(h5_dir=str(h5_dir)).build()
     with pytest.raises(SampleError, match=r"sample_0\.h5: field 'sentinel1': has 2 NaN pixels"):
         dataset[GetItemArgs(0, 2, 2)]
 
@@ -174,7 +182,7 @@ def test_nan_pixels_name_the_file_and_the_field(tmp_path):
 def test_timestep_mask_that_disagrees_with_the_data_names_the_mask(tmp_path):
     h5_dir = _dataset_dir(tmp_path, _records(1))
     _rewrite(h5_dir, 0, "missing_timesteps_masks/landsat", np.array([True, False, True, True]))
-    dataset = DatasetConfig(str(h5_dir)).build()
+    dataset = DatasetConfig(h5_dir=str(h5_dir)).build()
     with pytest.raises(SampleError, match="'landsat': stores 4 timesteps; the mask says 3"):
         dataset[GetItemArgs(0, 2, 2)]
 
@@ -185,14 +193,18 @@ def test_missing_stats_entry_fails_at_build_naming_modality_band_and_file(tmp_pa
     stats.mkdir()
     (stats / "computed.json").write_text(json.dumps({"sentinel1": {"vv": {"mean": 0, "std": 1}}}))
     (stats / "predefined.json").write_text(json.dumps({}))
-    config = DatasetConfig(str(h5_dir), ("sentinel1",), normalizer=NormalizerConfig(str(stats)))
+    config = DatasetConfig(
+        h5_dir=str(h5_dir),
+        training_modalities=("sentinel1",),
+        normalizer=NormalizerConfig(stats_dir=str(stats)),
+    )
     with pytest.raises(MissingStatsError, match=r"'sentinel1' band 'vv'.*predefined\.json"):
         config.build()
 
 
 def test_skip_bad_samples_replaces_counts_and_logs_each_bad_sample(tmp_path, caplog):
     h5_dir = _dataset_dir(tmp_path, _records(4))
-    dataset = DatasetConfig(str(h5_dir), skip_bad_samples=True).build()
+    dataset = DatasetConfig(h5_dir=str(h5_dir), skip_bad_samples=True).build()
     bad = [_corrupt(h5_dir, 1), _corrupt(h5_dir, 2)]
     with caplog.at_level(logging.WARNING, logger="models.data.dataset"):
         item = dataset[GetItemArgs(1, 2, 2)]
@@ -205,7 +217,7 @@ def test_skip_bad_samples_replaces_counts_and_logs_each_bad_sample(tmp_path, cap
 
 def test_skip_gives_up_after_max_skips_consecutive_bad_samples(tmp_path):
     h5_dir = _dataset_dir(tmp_path, _records(3))
-    dataset = DatasetConfig(str(h5_dir), skip_bad_samples=True, max_skips_per_item=1).build()
+    dataset = DatasetConfig(h5_dir=str(h5_dir), skip_bad_samples=True, max_skips_per_item=1).build()
     _corrupt(h5_dir, 0)
     _corrupt(h5_dir, 1)
     with pytest.raises(RuntimeError, match="2 consecutive samples from index 0 are bad"):
@@ -213,7 +225,7 @@ def test_skip_gives_up_after_max_skips_consecutive_bad_samples(tmp_path):
 
 
 def test_window_larger_than_the_sample_is_a_sample_error(tmp_path):
-    dataset = DatasetConfig(str(_dataset_dir(tmp_path, _records(1)))).build()
+    dataset = DatasetConfig(h5_dir=str(_dataset_dir(tmp_path, _records(1)))).build()
     assert dataset.image_size == 8
     with pytest.raises(SampleError, match="'shape': is 8x8 pixels; the window is 9px"):
         dataset[GetItemArgs(0, 3, 3)]
@@ -231,9 +243,9 @@ def test_window_larger_than_the_sample_is_a_sample_error(tmp_path):
 )
 def test_invalid_config_names_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        DatasetConfig("/nonexistent", **kwargs)
+        DatasetConfig(h5_dir="/nonexistent", **kwargs)
 
 
 def test_build_of_a_missing_directory_names_it():
     with pytest.raises(FileNotFoundError, match="/nonexistent/h5"):
-        DatasetConfig("/nonexistent/h5").build()
+        DatasetConfig(h5_dir="/nonexistent/h5").build()

@@ -37,6 +37,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from models.config.configurable import Configurable
 from models.modalities import modalities
 
 H5_FOLDER = "h5py_data_w_missing_timesteps"
@@ -61,8 +62,8 @@ class SampleError(ValueError):
         super().__init__(f"{self.path}: field {field!r}: {problem}")
 
 
-@dataclasses.dataclass
-class CompressionConfig:
+@dataclasses.dataclass(kw_only=True)
+class CompressionConfig(Configurable[dict[str, Any]]):
     """How arrays are compressed inside each sample file.
 
     Attributes:
@@ -111,8 +112,9 @@ class CompressionConfig:
             "shuffle": self.shuffle,
         }
 
-    def dataset_kwargs(self, shape: tuple[int, ...]) -> dict[str, Any]:
-        """Keyword arguments for `h5py.Group.create_dataset` of an array of `shape`."""
+    def build(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        """Keyword arguments for `h5py.Group.create_dataset` of an array of `shape`: what
+        this config makes is the compression of one array (its filter and chunking)."""
         if self.algorithm is None:
             return {}
         # One chunk per array, as the reference: a sample is always read whole.
@@ -245,9 +247,7 @@ def write_sample(
     with h5py.File(path, "w", track_order=True) as h5:
         for name, array in items.items():
             array = np.ascontiguousarray(array)
-            h5.create_dataset(
-                name, data=array, track_times=False, **compression.dataset_kwargs(array.shape)
-            )
+            h5.create_dataset(name, data=array, track_times=False, **compression.build(array.shape))
         if record.present_timesteps:
             group = h5.create_group(MISSING_TIMESTEPS_GROUP, track_order=True)
             for name in modalities.canonical_order(record.present_timesteps):

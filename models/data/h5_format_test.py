@@ -17,7 +17,11 @@ def _record(seed=0, **kwargs):
 
 @pytest.mark.parametrize(
     "compression",
-    [CompressionConfig(), CompressionConfig("gzip", 4, True), CompressionConfig("zstd", 3)],
+    [
+        CompressionConfig(),
+        CompressionConfig(algorithm="gzip", level=4, shuffle=True),
+        CompressionConfig(algorithm="zstd", level=3),
+    ],
     ids=["raw", "gzip", "zstd"],  # zstd level 3: the official OlmoEarth files
 )
 def test_round_trip_returns_every_array_mask_and_timestamp_unchanged(tmp_path, compression):
@@ -71,7 +75,12 @@ def test_reader_loads_only_the_requested_modalities(tmp_path):
 
 def test_dataset_dir_is_named_like_the_reference():
     path = h5_format.dataset_dir(
-        "/tiles", ["worldcover", "sentinel2_l2a"], 5, CompressionConfig("gzip", 4, True), 128, 4
+        "/tiles",
+        ["worldcover", "sentinel2_l2a"],
+        5,
+        CompressionConfig(algorithm="gzip", level=4, shuffle=True),
+        128,
+        4,
     )
     expected = (
         "/tiles/h5py_data_w_missing_timesteps_gzip_4_shuffle_128_x_4/sentinel2_l2a_worldcover/5"
@@ -88,7 +97,7 @@ def test_writer_writes_metadata_latlon_distribution_and_compression_settings(tmp
         tmp_path,
         ["srtm", "sentinel2_l2a", "worldcover"],
         2,
-        CompressionConfig("gzip", 1),
+        CompressionConfig(algorithm="gzip", level=1),
         tile_size=8,
     )
     with pytest.raises(ValueError, match="modalities"):
@@ -118,7 +127,9 @@ def test_finish_refuses_a_dataset_with_unwritten_samples(tmp_path):
 
 def test_identical_records_give_byte_identical_files(tmp_path):
     for name in ("a.h5", "b.h5"):
-        h5_format.write_sample(tmp_path / name, _record(3), CompressionConfig("gzip", 4, True))
+        h5_format.write_sample(
+            tmp_path / name, _record(3), CompressionConfig(algorithm="gzip", level=4, shuffle=True)
+        )
     assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
 
 
@@ -153,7 +164,7 @@ def test_writer_rejects_records_the_reader_would_reject(tmp_path):
 def test_zstd_without_hdf5plugin_explains_how_to_get_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "hdf5plugin", None)  # makes `import hdf5plugin` fail
     with pytest.raises(ImportError, match="pip install hdf5plugin"):
-        CompressionConfig("zstd", 3)
+        CompressionConfig(algorithm="zstd", level=3)
 
 
 @pytest.mark.parametrize(
@@ -171,7 +182,11 @@ def test_invalid_compression_is_rejected_naming_the_field(kwargs, message):
 
 @pytest.mark.parametrize(
     "compression",
-    [CompressionConfig(), CompressionConfig("gzip", 4, True), CompressionConfig("zstd", 3)],
+    [
+        CompressionConfig(),
+        CompressionConfig(algorithm="gzip", level=4, shuffle=True),
+        CompressionConfig(algorithm="zstd", level=3),
+    ],
     ids=["raw", "gzip", "zstd"],  # zstd level 3: the official OlmoEarth files
 )
 def test_open_sample_reads_windows_equal_to_slices_of_the_whole_array(tmp_path, compression):

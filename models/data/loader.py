@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from models.config.configurable import Configurable
 from models.data.collate import Batch, MaskingStrategy, collate_two_views
 from models.data.crop import DEFAULT_TOKEN_BUDGET
 from models.data.dataset import EarthDataset, GetItemArgs
@@ -27,8 +28,8 @@ logger = logging.getLogger(__name__)
 MULTIPROCESSING_CONTEXTS = (None, "fork", "spawn", "forkserver")
 
 
-@dataclasses.dataclass
-class DataLoaderConfig:
+@dataclasses.dataclass(kw_only=True)
+class DataLoaderConfig(Configurable["EarthDataLoader"]):
     """Configuration of `EarthDataLoader`.
 
     Attributes:

@@ -36,7 +36,9 @@ def h5_dir(tmp_path_factory):
 
 
 def _loader(h5_dir, rank=0, world_size=1, skip=False, **kwargs):
-    dataset = DatasetConfig(str(h5_dir), NAMES, normalize=False, skip_bad_samples=skip).build()
+    dataset = DatasetConfig(
+        h5_dir=str(h5_dir), training_modalities=NAMES, normalize=False, skip_bad_samples=skip
+    ).build()
     settings = dict(global_batch_size=4, seed=3, max_patch_size=4, patches_per_side=(1, 2, 3, 4))
     config = DataLoaderConfig(**{**settings, **kwargs})
     return config.build(dataset, PatchMasking(), rank=rank, world_size=world_size)
@@ -169,7 +171,7 @@ def test_invalid_config_names_the_field(kwargs, message):
 
 
 def test_loader_runs_the_real_modality_cross_masking_in_workers(h5_dir):
-    dataset = DatasetConfig(str(h5_dir), NAMES[:4]).build()
+    dataset = DatasetConfig(h5_dir=str(h5_dir), training_modalities=NAMES[:4]).build()
     strategy = masking_config_from_name("modality_cross_random").build()
     config = DataLoaderConfig(
         global_batch_size=4, num_workers=2, seed=3, max_patch_size=4, patches_per_side=(1, 2, 3, 4)

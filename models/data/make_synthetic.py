@@ -38,7 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.compression == "none":
         compression = CompressionConfig()
     else:
-        compression = CompressionConfig(args.compression, args.compression_level, shuffle=True)
+        compression = CompressionConfig(
+            algorithm=args.compression, level=args.compression_level, shuffle=True
+        )
     config = synthetic.SyntheticEarthConfig(
         seed=args.seed, size=args.size, timesteps=args.timesteps, compression=compression
     )

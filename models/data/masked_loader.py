@@ -30,7 +30,7 @@ def v1_masking() -> MaskingConfig:
     )
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class MaskedDataLoaderConfig(DataLoaderConfig):
     """`DataLoaderConfig` plus the masking strategy applied twice to each batch.
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.config.configurable import Configurable
 from models.modalities import modalities
 
 DEFAULT_STATS_DIR = Path(__file__).resolve().parent / "norm_stats"
@@ -49,8 +50,8 @@ class MissingStatsError(KeyError):
         return str(self.args[0])
 
 
-@dataclasses.dataclass
-class NormalizerConfig:
+@dataclasses.dataclass(kw_only=True)
+class NormalizerConfig(Configurable["Normalizer"]):
     """Where the statistics live and how they are used.
 
     Attributes:

@@ -76,7 +76,7 @@ def test_whole_tile_instances_equal_the_references(ref_dataset, h5_dir):
         h5py_dir=UPath(h5_dir), training_modalities=names, dtype=np.float32, normalize=True
     )
     reference.prepare()
-    ours = DatasetConfig(str(h5_dir)).build()
+    ours = DatasetConfig(h5_dir=str(h5_dir)).build()
     assert len(reference) == len(ours) == 6
     for index in range(6):
         args = ref_dataset.GetItemArgs(idx=index, patch_size=4, sampled_hw_p=4, token_budget=None)

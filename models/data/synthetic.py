@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.config.configurable import Configurable
 from models.data import fields, h5_format, spectra
 from models.data.h5_format import CompressionConfig, SampleRecord
 from models.data.normalize import COMPUTED_FILENAME, DEFAULT_STATS_DIR
@@ -108,8 +109,8 @@ def _compatibility() -> np.ndarray:
 _LOG_COMPATIBILITY = np.log(_compatibility())
 
 
-@dataclasses.dataclass
-class SyntheticEarthConfig:
+@dataclasses.dataclass(kw_only=True)
+class SyntheticEarthConfig(Configurable["SyntheticEarth"]):
     """Configuration of the synthetic Earth generator.
 
     Attributes:
@@ -144,7 +145,7 @@ class SyntheticEarthConfig:
         }
     )
     compression: CompressionConfig = dataclasses.field(
-        default_factory=lambda: CompressionConfig("gzip", 4, shuffle=True)
+        default_factory=lambda: CompressionConfig(algorithm="gzip", level=4, shuffle=True)
     )
 
     def __post_init__(self) -> None:

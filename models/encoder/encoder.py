@@ -33,6 +33,7 @@ import dataclasses
 
 from torch import Tensor, nn
 
+from models.config.configurable import Configurable
 from models.modalities import modalities
 from models.modalities.samples import MaskedSample, MaskValue, TokensAndMasks
 from models.nn import sequence, varlen
@@ -44,7 +45,7 @@ from models.nn.validation import check_transformer_shape, modality_names
 
 
 @dataclasses.dataclass(kw_only=True)
-class EncoderConfig:
+class EncoderConfig(Configurable["Encoder"]):
     """Configuration of `Encoder`.
 
     Attributes:

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.config.configurable import Configurable
 from models.data.dataset import DatasetItem
 from models.encoder.encoder import Encoder
 from models.eval import embeddings as embeddings_lib
@@ -66,8 +67,8 @@ MODEL_PART = "model"
 TaskConfig = LandCoverTaskConfig | GeoBenchClassificationTaskConfig
 
 
-@dataclasses.dataclass
-class EvaluatorConfig:
+@dataclasses.dataclass(kw_only=True)
+class EvaluatorConfig(Configurable["Evaluator"]):
     """What to evaluate and how.
 
     Attributes:

@@ -42,6 +42,7 @@ import h5py
 import numpy as np
 import torch
 
+from models.config.configurable import Configurable
 from models.data.dataset import DatasetItem
 from models.data.normalize import NormalizerConfig
 from models.eval.tasks import LazyItems, TaskData, TaskSplit
@@ -167,8 +168,8 @@ def sentinel2_band(name: str) -> str | None:
     return band if band in modalities.SENTINEL2_L2A.storage_bands else None
 
 
-@dataclasses.dataclass
-class GeoBenchClassificationTaskConfig:
+@dataclasses.dataclass(kw_only=True)
+class GeoBenchClassificationTaskConfig(Configurable["GeoBenchClassificationTask"]):
     """A GEO-Bench classification dataset as an evaluation task.
 
     Attributes:

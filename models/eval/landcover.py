@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.config.configurable import Configurable
 from models.data import h5_format, synthetic
 from models.data.dataset import DatasetConfig, DatasetItem, GetItemArgs
 from models.eval.embeddings import DEFAULT_INPUT_MODALITIES, check_input_modalities
@@ -88,8 +89,8 @@ def patch_majority(class_map: np.ndarray, patch_size: int, num_classes: int) -> 
     return counts.argmax(axis=-1)  # argmax takes the first maximum: the smaller class
 
 
-@dataclasses.dataclass
-class LandCoverTaskConfig:
+@dataclasses.dataclass(kw_only=True)
+class LandCoverTaskConfig(Configurable["LandCoverTask"]):
     """Configuration of the synthetic land-cover task.
 
     Attributes:

@@ -23,11 +23,12 @@ import math
 import torch
 from torch import Tensor, nn
 
+from models.config.configurable import Configurable
 from models.eval.metrics import IGNORE_LABEL
 
 
-@dataclasses.dataclass
-class LinearProbeConfig:
+@dataclasses.dataclass(kw_only=True)
+class LinearProbeConfig(Configurable["LinearProbe"]):
     """Attributes:
     lr: peak learning rate of AdamW.
     min_lr: learning rate at the end of the cosine.
@@ -71,6 +72,13 @@ class LinearProbeConfig:
             raise ValueError(
                 f"LinearProbeConfig.warmup_fraction must be in [0, 1), got {self.warmup_fraction}"
             )
+
+    def build(self, features: Tensor, labels: Tensor, num_classes: int) -> LinearProbe:
+        """The probe these settings fit to `features` and `labels` (train_linear_probe).
+
+        The data are arguments, like an optimizer's parameters: a config holds settings only.
+        """
+        return train_linear_probe(features, labels, num_classes, self)
 
 
 def learning_rate(config: LinearProbeConfig, progress: float) -> float:

@@ -23,6 +23,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from models.config.configurable import Configurable
 from models.encoder.encoder import Encoder, EncoderConfig
 from models.latent_mim import sizes
 from models.modalities import modalities
@@ -36,7 +37,7 @@ EMA_TARGET_OUTPUTS = ("patch_embed", "encoder")
 
 
 @dataclasses.dataclass(kw_only=True)
-class LatentMIMConfig:
+class LatentMIMConfig(Configurable["LatentMIM"]):
     """Configuration of `LatentMIM`.
 
     Attributes:

@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.config.configurable import Configurable
 from models.losses.patch_discrimination import check_non_negative, check_positive
 
 
 @dataclasses.dataclass(kw_only=True)
-class InfoNCELossConfig:
+class InfoNCELossConfig(Configurable["InfoNCELoss"]):
     """Instance contrast between two views (reference `InfoNCE`).
 
     Attributes:

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.config.configurable import Configurable
 from models.modalities import modalities
 from models.modalities.samples import MaskValue, TokensAndMasks
 
@@ -139,7 +140,7 @@ def patch_discrimination(
 
 
 @dataclasses.dataclass(kw_only=True)
-class ModalityPatchDiscriminationLossConfig:
+class ModalityPatchDiscriminationLossConfig(Configurable["ModalityPatchDiscriminationLoss"]):
     """Per-modality patch discrimination (reference `modality_patch_discrimination`).
 
     Attributes:

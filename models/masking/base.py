@@ -34,6 +34,7 @@ from typing import ClassVar
 import einops
 import torch
 
+from models.config.configurable import Configurable
 from models.modalities import modalities
 from models.modalities.samples import (
     MASK_DTYPE,
@@ -72,7 +73,7 @@ def check_modality_names(owner: str, field: str, names: tuple[str, ...]) -> None
 
 
 @dataclasses.dataclass(kw_only=True)
-class MaskingConfig:
+class MaskingConfig(Configurable["MaskingStrategy"]):
     """Fields every masking strategy has.
 
     Attributes:

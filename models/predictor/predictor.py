@@ -31,6 +31,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from models.config.configurable import Configurable
 from models.modalities import modalities
 from models.modalities.samples import MaskValue, TokensAndMasks
 from models.nn import sequence, varlen
@@ -41,7 +42,7 @@ from models.nn.validation import check_transformer_shape, modality_names
 
 
 @dataclasses.dataclass(kw_only=True)
-class PredictorConfig:
+class PredictorConfig(Configurable["Predictor"]):
     """Configuration of `Predictor`.
 
     Attributes:

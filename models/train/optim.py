@@ -19,9 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.config.configurable import Configurable
 
-@dataclasses.dataclass
-class AdamWConfig:
+
+@dataclasses.dataclass(kw_only=True)
+class AdamWConfig(Configurable["torch.optim.AdamW"]):
     """AdamW over every trainable parameter (no decay exemptions, as in the reference).
 
     Attributes:
@@ -71,8 +73,8 @@ class AdamWConfig:
         )
 
 
-@dataclasses.dataclass
-class CosineWithWarmupConfig:
+@dataclasses.dataclass(kw_only=True)
+class CosineWithWarmupConfig(Configurable["CosineWithWarmup"]):
     """Linear warmup from 0 to lr, then cosine decay to `alpha_f` x lr at `max_steps`.
 
     Attributes:

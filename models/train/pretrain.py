@@ -26,6 +26,7 @@ from typing import Protocol
 
 import torch
 
+from models.config.configurable import Configurable
 from models.data.dataset import DatasetConfig
 from models.data.loader import DataLoaderConfig
 from models.latent_mim.latent_mim import LatentMIMConfig
@@ -38,8 +39,8 @@ from models.train.trainer import Trainer, TrainerConfig
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
-class PretrainConfig:
+@dataclasses.dataclass(kw_only=True)
+class PretrainConfig(Configurable["Trainer"]):
     """Everything one pretraining run needs.
 
     Attributes:
@@ -60,6 +61,15 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         check_consistency(self)
+
+    def build(
+        self,
+        env: distributed.DistributedEnv,
+        device: torch.device,
+        callbacks: Sequence[Callback] = (),
+    ) -> Trainer:
+        """The run's trainer, every piece wired (see `build_trainer`)."""
+        return build_trainer(self, env, device, callbacks)
 
 
 class PretrainConfigLike(Protocol):

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from models.config.configurable import Configurable
 from models.names import names
 
 
@@ -35,8 +36,8 @@ def _check_name(field: str, value: str) -> None:
         raise names.InvalidNameError(f"RunDirConfig.{field}: {problem}")
 
 
-@dataclasses.dataclass
-class RunDirConfig:
+@dataclasses.dataclass(kw_only=True)
+class RunDirConfig(Configurable["RunDirectory"]):
     """Where a run lives: `<root>/<project>/<name>/`.
 
     Attributes:

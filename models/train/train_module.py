@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from models.config.configurable import Configurable
 from models.losses.info_nce import InfoNCELossConfig
 from models.losses.patch_discrimination import (
     MaskedNegativesPatchDiscriminationLossConfig,
@@ -80,8 +81,8 @@ class NonFiniteLossError(FloatingPointError):
         )
 
 
-@dataclasses.dataclass
-class TrainModuleConfig:
+@dataclasses.dataclass(kw_only=True)
+class TrainModuleConfig(Configurable["TrainModule"]):
     """The optimisation recipe of one step.
 
     Attributes:

@@ -27,7 +27,6 @@ augmentations, unused here) are satisfied by inert stand-ins when those packages
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import importlib.util
@@ -43,7 +42,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from absl import flags
 
+from launcher.cli import command
 from models.data import h5_format, synthetic
 from models.data.collate import collate_two_views
 from models.data.crop import DEFAULT_TOKEN_BUDGET
@@ -132,7 +133,8 @@ def official_format_dataset(num_samples: int = OFFICIAL_FORMAT_SAMPLES) -> Path:
     Written to a temporary sibling and renamed into place, so a reader never sees half of it.
     """
     config = synthetic.SyntheticEarthConfig(
-        size=OFFICIAL_FORMAT_SIZE, compression=h5_format.CompressionConfig("zstd", 3)
+        size=OFFICIAL_FORMAT_SIZE,
+        compression=h5_format.CompressionConfig(algorithm="zstd", level=3),
     )
     final = synthetic.cache_root() / f"bench-zstd3-{OFFICIAL_FORMAT_SIZE}px-{num_samples}"
     relative = h5_format.dataset_dir(
@@ -205,7 +207,7 @@ class OurPipeline(Pipeline):
     name = "ours"
 
     def __init__(self, h5_dir: Path, token_budget: int) -> None:
-        self.dataset = DatasetConfig(str(h5_dir)).build()
+        self.dataset = DatasetConfig(h5_dir=str(h5_dir)).build()
         self.masking = masking_config_from_name("modality_cross_random").build()
         self.token_budget = token_budget
 
@@ -299,21 +301,20 @@ def summarize(seconds: list[tuple[float, float]], requests: list[Request]) -> di
     }
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--h5-dir", default=None, help="default: synthetic samples in the official format"
-    )
-    parser.add_argument("--batches", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--token-budget", type=int, default=DEFAULT_TOKEN_BUDGET)
-    parser.add_argument("--no-reference", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "h5-dir", None, "default: synthetic samples in the official format", flag_values=FLAGS
+)
+flags.DEFINE_integer("batches", 16, "batches per pipeline", flag_values=FLAGS, lower_bound=1)
+flags.DEFINE_integer("batch-size", 8, "samples per batch", flag_values=FLAGS, lower_bound=1)
+flags.DEFINE_integer(
+    "token-budget", DEFAULT_TOKEN_BUDGET, "tokens per sample", flag_values=FLAGS, lower_bound=1
+)
+flags.DEFINE_boolean("no-reference", False, "time ours only", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "seed of the requests and masks", flag_values=FLAGS)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def run(args: types.SimpleNamespace) -> None:
     torch.set_num_threads(1)  # a loader worker's setting (models/data/loader.py)
     # The reference first: under Bazel its environment also brings hdf5plugin (zstd files).
     reference, why = (None, "--no-reference") if args.no_reference else load_reference_data()
@@ -373,5 +374,9 @@ def main(argv: list[str] | None = None) -> None:
         )
 
 
+COMMAND = command.Command("data", FLAGS, run)
+main = COMMAND.main
+
+
 if __name__ == "__main__":
-    main()
+    COMMAND.run_app()
