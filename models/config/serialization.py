@@ -48,6 +48,10 @@ CLASS_ALIASES: dict[str, str] = {
     ),
     # One launch settings type, the launcher's (the experiments' copy had the same fields).
     "experiments.framework.experiment_config.LaunchConfig": "launcher.settings.LaunchSettings",
+    # Settings only, so no longer named a config (experiment_config.py says why).
+    "experiments.framework.experiment_config.VisualizeConfig": (
+        "experiments.framework.experiment_config.VisualizeSettings"
+    ),
 }
 
 
