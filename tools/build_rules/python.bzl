@@ -86,4 +86,6 @@ def lint_test(name = "lint", extra_files = []):
         srcs_version = "PY3",
         size = "small",
         tags = ["lint"],
+        # //tools/lint's import checks read every package's sources through its :lint target.
+        visibility = ["//visibility:public"],
     )
