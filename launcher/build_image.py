@@ -1,6 +1,6 @@
 """Build the image of a commit into the local OCI layout: `bazel run //launcher:build_image`.
 
-    ./tools/bazel run //launcher:build_image -- [--revision REV] [--flavor cpu|cuda]
+    ./tools/bazel run //launcher:build_image -- [--revision=REV] [--flavor=cpu|cuda]
 
 Prints `<tag> <manifest digest>`; `//launcher:push_image` builds and pushes in one go.
 A failure is one line on stderr naming the problem and the fix (exit 2: bad input, 1: a
@@ -9,25 +9,31 @@ failed operation); TERRA_LAB_DEBUG=1 shows the traceback instead.
 
 from __future__ import annotations
 
-import sys
+import types
 
+from absl import flags
+
+from launcher import inputs
+from launcher.cli import command
 from launcher.image import build, deps_layer
 
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "revision", "HEAD", "The commit to build (sha, branch or tag).", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "flavor",
+    None,
+    f"{' or '.join(sorted(deps_layer.FLAVOR_LOCKS))} (default: ${deps_layer.FLAVOR_ENV} or cpu).",
+    flag_values=FLAGS,
+)
 
-def _main(argv: list[str] | None) -> int:
-    parser = build.CommandLineParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--revision", default="HEAD")
-    parser.add_argument(
-        "--flavor",
-        default=None,
-        help=f"{' or '.join(sorted(deps_layer.FLAVOR_LOCKS))} "
-        f"(default: ${deps_layer.FLAVOR_ENV} or cpu)",
-    )
-    args = parser.parse_args(argv)
-    flavor = build.command_flavor(args.flavor)
-    workspace = build.command_workspace()
-    commit = build.command_commit(workspace, args.revision)
-    settings = build.command_settings(workspace)
+
+def run(args: types.SimpleNamespace) -> int:
+    flavor = inputs.flavor(args.flavor)
+    workspace = inputs.checkout()
+    commit = inputs.commit(workspace, args.revision)
+    settings = inputs.settings(workspace)
     image = build.build_image(
         workspace,
         revision=commit,
@@ -39,9 +45,10 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return build.run_command("build_image", lambda: _main(argv))
-
+COMMAND = command.Command(
+    "build_image", FLAGS, run, bad_input=(inputs.BadInput,), failures=inputs.SAY_WHAT_TO_DO
+)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    COMMAND.run_app()

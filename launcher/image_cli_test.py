@@ -90,7 +90,7 @@ def test_an_unknown_flavor_is_bad_input(tool, checkout):
 @pytest.mark.parametrize("tool", ["push_image", "build_image"])
 def test_an_unknown_argument_is_one_line_not_the_usage(tool, checkout):
     line = _one_line_error(_run(tool, ["--revison", "HEAD"], checkout), 2)
-    assert line == f"{tool}: unrecognized arguments: --revison HEAD (see --help)"
+    assert line == f"{tool}: unknown flag --revison; did you mean --revision? (see --help)"
 
 
 @pytest.mark.parametrize("tool", ["push_image", "build_image"])
@@ -176,7 +176,7 @@ def test_terra_lab_debug_shows_the_traceback(checkout):
     result = _run("build_image", ["--revision", "no-such-branch"], checkout, TERRA_LAB_DEBUG="1")
     assert result.returncode == 1
     assert "Traceback (most recent call last)" in result.stderr
-    assert "CommandError: unknown revision 'no-such-branch'" in result.stderr
+    assert "BadInput: unknown revision 'no-such-branch'" in result.stderr
 
 
 def test_without_debootstrap_a_non_root_user_gets_the_apt_get_command(

@@ -10,46 +10,45 @@ scheduler or the job's files could not be read. TERRA_LAB_DEBUG=1 shows tracebac
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+import types
 
-from launcher import clusters
-from launcher.image.build import CommandError, CommandLineParser, run_command
+from absl import flags
+
+from launcher import clusters, inputs
+from launcher.cli import command
 from launcher.launch import make_backend
 from launcher.workspace import workspace_root
 
+ACTIONS = ("status", "logs", "cancel")
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        return run_command("jobs", lambda: _main(argv))
-    except KeyboardInterrupt:  # how `logs -f` is stopped
-        return 130
+FLAGS = flags.FlagValues()
+flags.DEFINE_bool(
+    "follow", False, "logs: follow the output until the job ends.", short_name="f",
+    flag_values=FLAGS,
+)  # fmt: skip
 
 
-def _main(argv: list[str] | None = None) -> int:
-    parser = CommandLineParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("action", choices=["status", "logs", "cancel"])
-    parser.add_argument("cluster")
-    parser.add_argument("job_id")
-    parser.add_argument("-f", "--follow", action="store_true")
-    args = parser.parse_args(argv)
+def run(args: types.SimpleNamespace) -> int:
+    if args.action not in ACTIONS:
+        raise inputs.BadInput(f"unknown action {args.action!r}; use one of {', '.join(ACTIONS)}")
     settings = clusters.load(workspace_root())
     try:
         backend = make_backend(settings.cluster(args.cluster))
     except clusters.ClusterConfigError as error:
-        raise CommandError(str(error), exit_code=2) from error
+        raise inputs.BadInput(str(error)) from error
     if not args.job_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise CommandError(f"{args.job_id!r} is not a job id (launch prints it)", exit_code=2)
+        raise inputs.BadInput(f"{args.job_id!r} is not a job id (launch prints it)")
     try:
         return _act(backend, args)
     except KeyError as error:  # a job id the backend has no record of
-        raise CommandError(str(error.args[0] if error.args else error), exit_code=2) from error
+        raise inputs.BadInput(str(error.args[0] if error.args else error)) from error
+    except KeyboardInterrupt:  # how `logs -f` is stopped
+        return 130
 
 
-def _act(backend, args: argparse.Namespace) -> int:
+def _act(backend, args: types.SimpleNamespace) -> int:
     if args.action == "status":
         status = backend.status(args.job_id)
         print(f"{status.state.value} {status.detail}".rstrip())
@@ -69,5 +68,15 @@ def _act(backend, args: argparse.Namespace) -> int:
         time.sleep(2)
 
 
+COMMAND = command.Command(
+    "jobs",
+    FLAGS,
+    run,
+    positional=("action", "cluster", "job_id"),
+    bad_input=(inputs.BadInput,),
+    failures=inputs.SAY_WHAT_TO_DO,
+)
+main = COMMAND.main
+
 if __name__ == "__main__":
-    sys.exit(main())
+    COMMAND.run_app()

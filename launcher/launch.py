@@ -6,7 +6,7 @@
 The experiment binary resolves its config and calls `launch_experiment`; this module
   1. loads launcher/clusters.yaml and checks the launch settings against the cluster;
   2. runs the gate (launcher/gate/gate.py): names, clean tree, pushed commit, the
-     experiment's `_launch_tests`; any failure raises LaunchRefused before anything is
+     tests of what the experiment depends on; any failure raises LaunchRefused before anything is
      pushed or submitted;
   3. builds the image of HEAD (cached layers) and pushes it (only missing blobs; the
      embedded registry is started on demand);
@@ -35,9 +35,10 @@ from launcher.backends import local
 from launcher.backends.backend import Backend, JobSpec
 from launcher.backends.local import LocalBackend
 from launcher.backends.slurm import SlurmBackend
+from launcher.cli import command
 from launcher.gate import gate
 from launcher.gate.gate import LaunchRefused, resolve_commit
-from launcher.image import app_layer, build
+from launcher.image import app_layer
 from launcher.services import services
 from launcher.settings import LaunchSettings
 from launcher.workspace import workspace_root
@@ -194,7 +195,7 @@ def launch_experiment(
     except (RuntimeError, OSError, ValueError) as error:
         raise LaunchFailed(
             f"the image of {commit[:12]} could not be built or pushed to "
-            f"{cluster_config.registry.url}: {build.one_line(error)}; nothing was submitted"
+            f"{cluster_config.registry.url}: {command.one_line(error)}; nothing was submitted"
         ) from error
     print(
         f"[launch] pushed {pushed.reference} ({pushed.bytes_uploaded / 1e6:.1f} MB uploaded, "
@@ -236,7 +237,7 @@ def launch_experiment(
         job_id = backend.submit(job)
     except (RuntimeError, OSError, ValueError) as error:
         raise LaunchFailed(
-            f"submitting to {cluster} failed: {build.one_line(error)}; the image "
+            f"submitting to {cluster} failed: {command.one_line(error)}; the image "
             f"{pushed.reference} is pushed, no job was submitted"
         ) from error
     follow = backend.follow_hint(job_id)

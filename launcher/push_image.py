@@ -1,7 +1,7 @@
 """Build the image of HEAD and push it: `./tools/bazel run //launcher:push_image`.
 
-    ./tools/bazel run //launcher:push_image -- [--registry NAME_OR_URL] [--experiment NAME]
-        [--flavor cpu|cuda] [--revision REV] [--repository PATH]
+    ./tools/bazel run //launcher:push_image -- [--registry=NAME_OR_URL] [--experiment=NAME]
+        [--flavor=cpu|cuda] [--revision=REV] [--repository=PATH]
 
 The default registry is `embedded` from launcher/clusters.yaml: docker-registry on
 127.0.0.1:5000 with its data in the user's cache, started on demand. `--registry` takes a
@@ -21,68 +21,75 @@ before the build, so a registry that is down or refuses costs no build.
 
 from __future__ import annotations
 
-import argparse
 import re
 import subprocess
 import sys
+import types
 
-from launcher import clusters, publish
-from launcher.image import build, deps_layer
+from absl import flags
+
+from launcher import clusters, inputs, publish
+from launcher.cli import command
+from launcher.image import deps_layer
 from launcher.image.app_layer import git
 from launcher.registry import client as registry_client
 
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "registry", "embedded", "A registry of launcher/clusters.yaml, or an http(s):// URL.",
+    flag_values=FLAGS,
+)  # fmt: skip
+flags.DEFINE_string(
+    "repository", None, "Repository path in the registry (default: image.repository).",
+    flag_values=FLAGS,
+)  # fmt: skip
+flags.DEFINE_string(
+    "experiment", None, "Check experiments/NAME.py is in the commit; print how to run it.",
+    flag_values=FLAGS,
+)  # fmt: skip
+flags.DEFINE_string(
+    "flavor", None,
+    f"{' or '.join(sorted(deps_layer.FLAVOR_LOCKS))} (default: ${deps_layer.FLAVOR_ENV} or cpu).",
+    flag_values=FLAGS,
+)  # fmt: skip
+flags.DEFINE_string(
+    "revision", "HEAD", "The commit to push (sha, branch or tag).", flag_values=FLAGS
+)
 
-def registry_problem(
-    url: str, error: registry_client.RegistryError, doing: str
-) -> build.CommandError:
+
+def registry_problem(url: str, error: registry_client.RegistryError, doing: str) -> inputs.Failed:
     """One line for a registry that does not answer or refuses `doing`, with the fix."""
-    message = build.one_line(error)
+    message = command.one_line(error)
     status = re.search(r"HTTP (\d{3})", message)
     if "still failing after" in message:  # the client's retries ran out: down or overloaded
-        return build.CommandError(
+        return inputs.Failed(
             f"the registry at {url} does not answer ({message}); start it (`./tools/bazel run "
             "//tools/services -- start registry` for the embedded one) or pass --registry"
         )
     if status and status.group(1) in ("401", "403"):
-        return build.CommandError(
+        return inputs.Failed(
             f"the registry at {url} refused {doing} ({message}); set TERRA_LAB_REGISTRY_USER "
             "and TERRA_LAB_REGISTRY_PASSWORD to an account that may push there"
         )
-    return build.CommandError(
+    return inputs.Failed(
         f"the registry at {url} refused {doing} ({message}); check --registry and --repository"
     )
 
 
-def _main(argv: list[str] | None) -> int:
-    parser = build.CommandLineParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--registry", default="embedded", help="clusters.yaml name or URL")
-    parser.add_argument("--repository", default=None, help="default: image.repository")
-    parser.add_argument("--experiment", default=None)
-    parser.add_argument(
-        "--flavor",
-        default=None,
-        help=f"{' or '.join(sorted(deps_layer.FLAVOR_LOCKS))} "
-        f"(default: ${deps_layer.FLAVOR_ENV} or cpu)",
-    )
-    parser.add_argument("--revision", default="HEAD")
-    args = parser.parse_args(argv)
-    flavor = build.command_flavor(args.flavor)
-
-    workspace = build.command_workspace()
-    settings = build.command_settings(workspace)
+def run(args: types.SimpleNamespace) -> int:
+    flavor = inputs.flavor(args.flavor)
+    workspace = inputs.checkout()
+    settings = inputs.settings(workspace)
     if args.registry in settings.registries:
         registry = settings.registries[args.registry]
     elif args.registry.startswith(("http://", "https://")):
         registry = clusters.RegistryConfig("command-line", args.registry)
     else:
-        raise build.CommandError(
+        raise inputs.BadInput(
             f"--registry {args.registry!r} is neither a registry of {clusters.CLUSTERS_FILE} "
-            f"({', '.join(settings.registries)}) nor an http(s):// URL; pass one of those",
-            exit_code=2,
+            f"({', '.join(settings.registries)}) nor an http(s):// URL; pass one of those"
         )
-    commit = build.command_commit(workspace, args.revision)
+    commit = inputs.commit(workspace, args.revision)
     if args.experiment:
         listed = subprocess.run(
             ["git", "-C", str(workspace), "cat-file", "-e",
@@ -90,10 +97,9 @@ def _main(argv: list[str] | None) -> int:
             capture_output=True,
         )  # fmt: skip
         if listed.returncode != 0:
-            raise build.CommandError(
+            raise inputs.BadInput(
                 f"experiments/{args.experiment}.py is not in commit {commit[:12]}; check the "
-                "name (ls experiments/) or commit the file",
-                exit_code=2,
+                "name (ls experiments/) or commit the file"
             )
     if git(workspace, "status", "--porcelain", "--untracked-files=no").strip():
         print(
@@ -125,9 +131,10 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return build.run_command("push_image", lambda: _main(argv))
-
+COMMAND = command.Command(
+    "push_image", FLAGS, run, bad_input=(inputs.BadInput,), failures=inputs.SAY_WHAT_TO_DO
+)
+main = COMMAND.main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    COMMAND.run_app()

@@ -17,21 +17,14 @@ named `<sha>` (cpu) or `<sha>-cuda`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from launcher import clusters
 from launcher.image import app_layer, base_layer, deps_layer, oci
-from launcher.services import packages
-from launcher.workspace import workspace_root
 
 SITE = "/" + deps_layer.SITE_PACKAGES
 IMAGE_ENV = {
@@ -44,8 +37,6 @@ IMAGE_ENV = {
     "LANG": "C.UTF-8",
 }
 LABEL_PREFIX = "dev.terra-lab"
-# Set to 1 to see a command-line tool's traceback instead of its one-line error.
-DEBUG_ENV = "TERRA_LAB_DEBUG"
 
 
 def default_cache_dir() -> Path:
@@ -222,120 +213,3 @@ def _report_layer(name: str, layer: base_layer.CachedLayer) -> None:
 
 def _progress(message: str) -> None:
     print(f"[image] {message}", file=sys.stderr, flush=True)
-
-
-# -- the command-line tools (//launcher:build_image, //launcher:push_image) ----------------
-
-
-class CommandError(Exception):
-    """A failure a user of a command-line tool can fix.
-
-    The message is one line naming the problem and the fix; `exit_code` is 2 for bad input
-    (arguments, the checkout, a revision) and 1 for an operation that failed.
-    """
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-# Errors of lower layers whose message is already one line with the fix.
-_SAY_WHAT_TO_DO = (base_layer.BaseLayerNeedsRoot, packages.MissingPackages)
-
-
-class CommandLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line (CommandError, exit 2) instead of usage + error."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise CommandError(f"{message} (see --help)", exit_code=2)
-
-
-def run_command(name: str, body: Callable[[], int]) -> int:
-    """`body()`'s exit code; a failure becomes one line on stderr, `<name>: <message>`.
-
-    A user meets these tools on a fresh machine or a wrong argument, where a traceback hides
-    the one thing to do. With TERRA_LAB_DEBUG=1 the exception propagates (traceback).
-    """
-    try:
-        return body()
-    except Exception as error:
-        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
-            raise
-        if isinstance(error, CommandError):
-            print(f"{name}: {error}", file=sys.stderr)
-            return error.exit_code
-        if isinstance(error, _SAY_WHAT_TO_DO):
-            print(f"{name}: {error}", file=sys.stderr)
-            return 1
-        print(f"{name}: {one_line(error)} ({DEBUG_ENV}=1 shows where)", file=sys.stderr)
-        return 1
-
-
-def one_line(error: BaseException) -> str:
-    """The first line of the message; after a trailing colon, its last line (the cause)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    if lines[0].endswith(":") and len(lines) > 1:
-        return f"{lines[0]} {lines[-1]}"
-    return lines[0]
-
-
-def command_workspace() -> Path:
-    """The checkout a tool builds from (launcher/workspace.py); it must be a git repository."""
-    if shutil.which("git") is None:
-        raise CommandError("git is not installed; install it: sudo apt-get install -y git")
-    where = str(workspace_root())
-    result = subprocess.run(
-        ["git", "-C", where, "rev-parse", "--show-toplevel"], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        raise CommandError(
-            f"{where} is not a git repository; run this in a terra-lab checkout "
-            "(`./tools/bazel run //launcher:...` from the clone)",
-            exit_code=2,
-        )
-    return Path(result.stdout.strip())
-
-
-def command_commit(workspace: Path, revision: str) -> str:
-    """The full sha of `revision` in `workspace`; an unknown one is bad input."""
-    result = subprocess.run(
-        ["git", "-C", str(workspace), "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise CommandError(
-            f"unknown revision {revision!r}: no such commit in {workspace}; pass a commit sha, "
-            "branch or tag that `git log --oneline` shows",
-            exit_code=2,
-        )
-    return result.stdout.strip()
-
-
-def command_flavor(flavor: str | None) -> str:
-    """`--flavor`, else $TERRA_LAB_IMAGE_FLAVOR, else cpu; an unknown one is bad input."""
-    source = "--flavor"
-    if flavor is None:
-        flavor, source = os.environ.get(deps_layer.FLAVOR_ENV) or "cpu", f"${deps_layer.FLAVOR_ENV}"
-    if flavor not in deps_layer.FLAVOR_LOCKS:
-        raise CommandError(
-            f"unknown image flavor {flavor!r} ({source}); use one of "
-            f"{', '.join(sorted(deps_layer.FLAVOR_LOCKS))}",
-            exit_code=2,
-        )
-    return flavor
-
-
-def command_settings(workspace: Path) -> clusters.Settings:
-    """launcher/clusters.yaml of `workspace`; a missing or malformed one is bad input."""
-    try:
-        return clusters.load(workspace)
-    except FileNotFoundError as error:
-        raise CommandError(
-            f"{workspace} has no {clusters.CLUSTERS_FILE}; run this in a terra-lab checkout",
-            exit_code=2,
-        ) from error
-    except clusters.ClusterConfigError as error:
-        raise CommandError(f"{error}; fix {clusters.CLUSTERS_FILE}", exit_code=2) from error

@@ -449,7 +449,7 @@ TOOL_CASES = [
         2,
         "is not a job id",
     ),
-    ("jobs-bad-action", "launcher.jobs", ["restart", "local", "1"], 2, "invalid choice"),
+    ("jobs-bad-action", "launcher.jobs", ["restart", "local", "1"], 2, "unknown action"),
     (
         "compare-missing-runs",
         "tools.compare.compare",
