@@ -95,11 +95,26 @@ def _bad_value(error: flags.Error, flag_values: flags.FlagValues) -> str | None:
         prefix = f"flag --{name}="
         if text.startswith(prefix) and text.endswith(f": {reason}"):
             value = text[len(prefix) : len(text) - len(reason) - 2]
-            kind = flag_values[name].flag_type()
-            if kind in _EXPECTED:
-                return f"--{name}: invalid {kind} value {value!r}: {_EXPECTED[kind]} ({HELP_HINT})"
-            return f"--{name}: invalid value {value!r}: {reason} ({HELP_HINT})"
+            flag = flag_values[name]
+            kind = flag.flag_type()
+            if kind not in _EXPECTED:
+                return f"--{name}: invalid value {value!r}: {reason} ({HELP_HINT})"
+            if _converts(flag, value):  # a bound, not the type: absl's reason says which
+                return f"--{name}: invalid {kind} value {value!r}: {reason} ({HELP_HINT})"
+            return f"--{name}: invalid {kind} value {value!r}: {_EXPECTED[kind]} ({HELP_HINT})"
     return None
+
+
+def _converts(flag: flags.Flag, value: str) -> bool:
+    """Whether `value` is of the flag's type (absl's numeric parsers convert before bounds)."""
+    convert = getattr(flag.parser, "convert", None)
+    if convert is None:
+        return False
+    try:
+        convert(value)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def flag_error_message(error: Exception, flag_values: flags.FlagValues) -> str:

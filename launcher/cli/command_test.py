@@ -38,7 +38,7 @@ def _greet(args) -> int:
 def _greeter(positional: tuple[str, ...] = ()) -> command.Command:
     flag_values = flags.FlagValues()
     flags.DEFINE_string("greeting", "hello", "what to say", flag_values=flag_values)
-    flags.DEFINE_integer("times", 1, "how often", flag_values=flag_values)
+    flags.DEFINE_integer("times", 1, "how often", flag_values=flag_values, lower_bound=1)
     flags.DEFINE_string("who", None, "whom to greet", flag_values=flag_values)
     flags.DEFINE_boolean("dry-run", False, "say nothing", flag_values=flag_values)
     flags.DEFINE_enum("tone", "calm", ["calm", "loud"], "how", flag_values=flag_values)
@@ -99,6 +99,14 @@ def test_a_flagfile_supplies_flags(tmp_path: Path, capsys) -> None:
             "greet: --times: invalid int value '1: 2': expected a whole number (see --help)",
         ),
         (
+            ["--who=a", "--times=0"],
+            "greet: --times: invalid int value '0': 0 is not a positive integer (see --help)",
+        ),
+        (
+            ["--who=a", "--dry-run=maybe"],
+            "greet: --dry-run: invalid bool value 'maybe': expected true or false (see --help)",
+        ),
+        (
             ["--who=a", "--tone=shrill"],
             "greet: --tone: invalid value 'shrill': value should be one of <calm|loud> "
             "(see --help)",
@@ -120,6 +128,8 @@ def test_a_flagfile_supplies_flags(tmp_path: Path, capsys) -> None:
         "unknown",
         "not-an-int",
         "value-with-colon",
+        "below-the-bound",
+        "not-a-bool",
         "not-a-choice",
         "required",
         "no-value",
