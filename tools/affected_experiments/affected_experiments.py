@@ -20,7 +20,6 @@ it loads every external repository again: tens of seconds instead of about one.
 tools/ci_affected.sh runs the affected tests for a pull request.
 """
 
-import argparse
 import dataclasses
 import json
 import os
@@ -28,7 +27,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import types
 
+from absl import flags
+
+from launcher.cli import command
 from tools.affected_experiments import git_changes
 from tools.affected_experiments.bazel_query import (
     WORKSPACE_LABEL,
@@ -288,56 +291,56 @@ def format_text(report: Report) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="affected_experiments",
-        description="Prints the experiments a change affects and the tests to run for it.",
-    )
-    parser.add_argument("--base", required=True, help="revision to compare with (merge base)")
-    parser.add_argument("--head", help="revision of the change (default: the checked-out HEAD)")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
-    parser.add_argument(
-        "--include-uncommitted",
-        action="store_true",
-        help="compare the working tree, uncommitted edits and untracked files included",
-    )
-    parser.add_argument(
-        "--workspace",
-        help="the workspace (default: $BUILD_WORKSPACE_DIRECTORY, set by `bazel run`, "
-        "else the git checkout of the current directory)",
-    )
-    parser.add_argument("--bazel", help="Bazel executable (default: <workspace>/tools/bazel)")
-    parser.add_argument(
-        "--startup-option",
-        action="append",
-        default=[],
-        help="a Bazel startup option for every query, e.g. --output_user_root=DIR (repeatable)",
-    )
-    parser.add_argument("--experiments-package", default="experiments")
-    return parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("base", None, "revision to compare with (merge base)", flag_values=FLAGS)
+flags.DEFINE_string(
+    "head", None, "revision of the change (default: the checked-out HEAD)", flag_values=FLAGS
+)
+flags.DEFINE_enum("format", "text", ["text", "json"], "report format", flag_values=FLAGS)
+flags.DEFINE_boolean(
+    "include-uncommitted",
+    False,
+    "compare the working tree, uncommitted edits and untracked files included",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    "workspace",
+    None,
+    "the workspace (default: $BUILD_WORKSPACE_DIRECTORY, set by `bazel run`, else the git "
+    "checkout of the current directory)",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    "bazel", None, "Bazel executable (default: <workspace>/tools/bazel)", flag_values=FLAGS
+)
+flags.DEFINE_multi_string(
+    "startup-option",
+    [],
+    "a Bazel startup option for every query, e.g. --startup-option=--output_user_root=DIR "
+    "(repeatable)",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    "experiments-package",
+    "experiments",
+    "the package whose py_binary targets are experiments",
+    flag_values=FLAGS,
+)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        workspace = args.workspace or os.environ.get("BUILD_WORKSPACE_DIRECTORY")
-        if not workspace:
-            workspace = git_changes.git(os.getcwd(), "rev-parse", "--show-toplevel").strip()
-        report = compute(
-            workspace,
-            args.base,
-            args.head,
-            bazel=args.bazel,
-            startup_options=tuple(args.startup_option),
-            include_uncommitted=args.include_uncommitted,
-            experiments_package=args.experiments_package,
-        )
-    except (GitError, UsageError) as error:
-        print(f"affected_experiments: {error}", file=sys.stderr)
-        return 2
-    except (QueryError, subprocess.SubprocessError, OSError) as error:
-        print(f"affected_experiments: {error}", file=sys.stderr)
-        return 1
+def run(args: types.SimpleNamespace) -> int:
+    workspace = args.workspace or os.environ.get("BUILD_WORKSPACE_DIRECTORY")
+    if not workspace:
+        workspace = git_changes.git(os.getcwd(), "rev-parse", "--show-toplevel").strip()
+    report = compute(
+        workspace,
+        args.base,
+        args.head,
+        bazel=args.bazel,
+        startup_options=tuple(args.startup_option),
+        include_uncommitted=args.include_uncommitted,
+        experiments_package=args.experiments_package,
+    )
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.format == "json":
@@ -347,5 +350,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# A wrong revision or flag combination is bad input (2); a failing git, Bazel query or
+# file system is a failed operation (1), its message already naming what failed.
+COMMAND = command.Command(
+    "affected_experiments",
+    FLAGS,
+    run,
+    required=("base",),
+    bad_input=(GitError, UsageError),
+    failures=(QueryError, subprocess.SubprocessError, OSError),
+)
+main = COMMAND.main
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    COMMAND.run_app()

@@ -21,16 +21,17 @@ ones: the cosine similarity of every sample's embedding (the smallest), and of e
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import os
-import sys
+import types
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from absl import flags
 
+from launcher.cli import command
 from models.latent_mim import sizes
 from models.latent_mim.latent_mim import LatentMIMConfig
 from models.modalities import modalities
@@ -135,24 +136,25 @@ def cosine_report(ours: tuple, reference: tuple) -> tuple[float, float, float]:
     return per_sample.min().item(), per_token.min().item(), per_token.mean().item()
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default="base", choices=list(sizes.MODEL_SIZES))
-    parser.add_argument("--patch", type=int, default=4)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--patches-per-side", type=int, default=4)
-    parser.add_argument("--token-budget", type=int, default=2250)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="default: all cores")
-    parser.add_argument("--no-reference", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_enum("size", "base", list(sizes.MODEL_SIZES), "model size", flag_values=FLAGS)
+flags.DEFINE_integer("patch", 4, "patch size", flag_values=FLAGS, lower_bound=1)
+flags.DEFINE_enum("device", "cpu", ["cpu", "cuda"], "where to run", flag_values=FLAGS)
+flags.DEFINE_integer("batch-size", 2, "instances per batch", flag_values=FLAGS, lower_bound=1)
+flags.DEFINE_integer(
+    "patches-per-side", 4, "h = w of the crop, in patches", flag_values=FLAGS, lower_bound=1
+)
+flags.DEFINE_integer("token-budget", 2250, "tokens per instance", flag_values=FLAGS, lower_bound=1)
+flags.DEFINE_integer("warmup", 1, "untimed batches first", flag_values=FLAGS, lower_bound=0)
+flags.DEFINE_integer("repeats", 3, "timed batches per run", flag_values=FLAGS, lower_bound=1)
+flags.DEFINE_integer(
+    "threads", None, "torch threads (default: all cores)", flag_values=FLAGS, lower_bound=1
+)
+flags.DEFINE_boolean("no-reference", False, "time ours only", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "seed of the batch", flag_values=FLAGS)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def run(args: types.SimpleNamespace) -> None:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = torch.device(args.device)
     size = sizes.get_size(args.size)
@@ -260,5 +262,9 @@ def main(argv: list[str] | None = None) -> None:
         )
 
 
+COMMAND = command.Command("embed", FLAGS, run)
+main = COMMAND.main
+
+
 if __name__ == "__main__":
-    main()
+    COMMAND.run_app()

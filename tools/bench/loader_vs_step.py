@@ -14,12 +14,14 @@ model; below 1x, add workers (each worker costs a core the step would otherwise 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
+import types
 
 import torch
+from absl import app, flags
 
+from launcher.cli import command
 from models.data.dataset import DatasetConfig
 from models.data.loader import DataLoaderConfig
 from models.data.synthetic import ensure_default_dataset
@@ -63,21 +65,31 @@ def step_samples_per_second(size: str, fetched, batch_size: int):
     return batch_size / statistics.median(times)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", default="0,2", help="comma-separated worker counts")
-    parser.add_argument("--batches", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--size", default="nano")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_list("workers", ["0", "2"], "comma-separated worker counts", flag_values=FLAGS)
+flags.DEFINE_integer("batches", 8, "timed batches", flag_values=FLAGS, lower_bound=1)
+flags.DEFINE_integer("batch-size", 8, "samples per batch", flag_values=FLAGS, lower_bound=1)
+flags.DEFINE_string("size", "nano", "model size of the training step", flag_values=FLAGS)
+flags.DEFINE_integer("threads", 2, "torch threads", flag_values=FLAGS, lower_bound=1)
+
+
+def worker_counts(workers: list[str]) -> list[int]:
+    if not workers or not all(w.strip().isdigit() for w in workers):
+        raise app.UsageError(
+            f"--workers takes comma-separated counts >= 0, e.g. --workers 0,2; got {workers}"
+        )
+    return [int(w) for w in workers]
+
+
+def run(args: types.SimpleNamespace) -> int:
+    counts = worker_counts(args.workers)
     torch.set_num_threads(args.threads)
     data_dir = ensure_default_dataset()
     dataset = DatasetConfig(h5_dir=str(data_dir)).build()
     masking = masking_config_from_name("modality_cross_random").build()
     print(f"dataset {data_dir} ({len(dataset)} samples), batch {args.batch_size}", flush=True)
     results, fetched = {}, None
-    for workers in (int(w) for w in args.workers.split(",")):
+    for workers in counts:
         rate, batches = loader_samples_per_second(
             dataset, masking, args.batch_size, workers, args.batches
         )
@@ -92,5 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+COMMAND = command.Command("loader_vs_step", FLAGS, run)
+main = COMMAND.main
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    COMMAND.run_app()

@@ -37,15 +37,16 @@ it has not been measured here (no GPU on the development machine).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import os
-import sys
+import types
 from collections.abc import Callable
 
 import torch
+from absl import app, flags
 
+from launcher.cli import command
 from models.latent_mim import sizes
 from models.latent_mim.latent_mim import LatentMIMConfig
 from models.losses.info_nce import InfoNCELossConfig
@@ -241,41 +242,60 @@ def measure_steps(
     return results, measure.peak_of(timings[PEAK], matmul_flops)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default="base_shallow_decoder", choices=list(sizes.MODEL_SIZES))
-    parser.add_argument("--patch", default="1,2,4,8", help="comma-separated patch sizes 1..8")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 1 (nano: 2)")
-    parser.add_argument(
-        "--patches-per-side",
-        type=int,
-        default=4,
-        help="h = w of the crop; T is the most timesteps within --token-budget (4: T = 12, "
-        "1248 tokens per instance; 8: T = 4, 1920)",
-    )
-    parser.add_argument("--token-budget", type=int, default=2250)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=None, help="default: 3 (nano: 5)")
-    parser.add_argument("--our-optimizer", default="fused", choices=OPTIMIZERS)
-    parser.add_argument("--threads", type=int, default=None, help="default: all cores")
-    parser.add_argument("--no-reference", action="store_true", help="time ours only")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_enum(
+    "size", "base_shallow_decoder", list(sizes.MODEL_SIZES), "model size", flag_values=FLAGS
+)
+flags.DEFINE_list(
+    "patch", ["1", "2", "4", "8"], "comma-separated patch sizes 1..8", flag_values=FLAGS
+)
+flags.DEFINE_enum("device", "cpu", ["cpu", "cuda"], "where to run", flag_values=FLAGS)
+flags.DEFINE_enum("dtype", "fp32", list(DTYPES), "compute dtype", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "batch-size",
+    None,
+    "instances per batch (default: 1; nano: 2)",
+    flag_values=FLAGS,
+    lower_bound=1,
+)
+flags.DEFINE_integer(
+    "patches-per-side",
+    4,
+    "h = w of the crop; T is the most timesteps within --token-budget (4: T = 12, 1248 tokens "
+    "per instance; 8: T = 4, 1920)",
+    flag_values=FLAGS,
+    lower_bound=1,
+)
+flags.DEFINE_integer("token-budget", 2250, "tokens per instance", flag_values=FLAGS, lower_bound=1)
+flags.DEFINE_integer("warmup", 1, "untimed steps first", flag_values=FLAGS, lower_bound=0)
+flags.DEFINE_integer(
+    "repeats", None, "timed steps (default: 3; nano: 5)", flag_values=FLAGS, lower_bound=1
+)
+flags.DEFINE_enum("our-optimizer", "fused", list(OPTIMIZERS), "our AdamW", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "threads", None, "torch threads (default: all cores)", flag_values=FLAGS, lower_bound=1
+)
+flags.DEFINE_boolean("no-reference", False, "time ours only", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "seed of the batches", flag_values=FLAGS)
+
+
+def resolve_defaults(args: types.SimpleNamespace) -> types.SimpleNamespace:
+    """`args` with the size-dependent defaults filled in and `patch_sizes` from --patch."""
     quick = args.size == "nano"
     if args.batch_size is None:
         args.batch_size = 2 if quick else 1
     if args.repeats is None:
         args.repeats = 5 if quick else 3
-    args.patch_sizes = [int(p) for p in args.patch.split(",")]
-    if not all(1 <= p <= 8 for p in args.patch_sizes):
-        parser.error(f"--patch values must be in 1..8, got {args.patch}")
+    patch = ",".join(args.patch)
+    if not all(p.strip().isdigit() and 1 <= int(p) <= 8 for p in args.patch):
+        raise app.UsageError(f"--patch values must be in 1..8, got {patch}")
+    args.patch_sizes = [int(p) for p in args.patch]
+    args.patch = patch
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def run(args: types.SimpleNamespace) -> None:
+    args = resolve_defaults(args)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
@@ -370,5 +390,9 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
+COMMAND = command.Command("train_step", FLAGS, run)
+main = COMMAND.main
+
+
 if __name__ == "__main__":
-    main()
+    COMMAND.run_app()

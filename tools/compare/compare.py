@@ -15,16 +15,14 @@ Relative paths are taken from the directory `bazel run` was called in. The repor
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
-import sys
-from collections.abc import Sequence
+import types
 from pathlib import Path
 
-from tools.compare import analysis, report, runs
+from absl import app, flags
 
-logger = logging.getLogger(__name__)
+from launcher.cli import command
+from tools.compare import analysis, report, runs
 
 
 def _user_path(text: str) -> Path:
@@ -35,35 +33,30 @@ def _user_path(text: str) -> Path:
     return Path(os.environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd()) / path
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="compare", description=__doc__.split("\n\n")[1].replace("\n", " ")
-    )
-    parser.add_argument("--runs", required=True, help="run folder(s) or a W&B project")
-    parser.add_argument("--baseline", default="base", help="baseline run or experiment name")
-    parser.add_argument("--out", default=None, help="report folder (default: <runs>/compare)")
-    parser.add_argument("--runs-root", default="runs", help="where projects are looked up")
-    parser.add_argument("--metric", default=report.DEFAULT_METRIC, help="headline metric")
-    parser.add_argument(
-        "--window",
-        type=int,
-        default=None,
-        help="loss smoothing window in logged values (default: 10%% of them, at least 5)",
-    )
-    parser.add_argument("--entity", default=None, help="W&B entity for online projects")
-    parser.add_argument("--title", default=None)
-    parser.add_argument(
-        "--source",
-        default=None,
-        help="how the report names where the runs came from (default: the --runs value); "
-        "for reports shared beyond this machine",
-    )
-    return parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("runs", None, "run folder(s) or a W&B project", flag_values=FLAGS)
+flags.DEFINE_string("baseline", "base", "baseline run or experiment name", flag_values=FLAGS)
+flags.DEFINE_string("out", None, "report folder (default: <runs>/compare)", flag_values=FLAGS)
+flags.DEFINE_string("runs-root", "runs", "where projects are looked up", flag_values=FLAGS)
+flags.DEFINE_string("metric", report.DEFAULT_METRIC, "headline metric", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "window",
+    None,
+    "loss smoothing window in logged values (default: 10% of them, at least 5)",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string("entity", None, "W&B entity for online projects", flag_values=FLAGS)
+flags.DEFINE_string("title", None, "report title", flag_values=FLAGS)
+flags.DEFINE_string(
+    "source",
+    None,
+    "how the report names where the runs came from (default: the --runs value); for reports "
+    "shared beyond this machine",
+    flag_values=FLAGS,
+)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def run(args: types.SimpleNamespace) -> int:
     runs_root = _user_path(args.runs_root)
     typed = _user_path(args.runs)
     target = str(typed) if typed.exists() else args.runs  # else: a project name
@@ -71,11 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         found = runs.discover(target, runs_root, args.entity)
         baseline = analysis.pick_baseline(found, args.baseline)
     except (FileNotFoundError, ValueError) as error:
-        print(f"compare: {error}", file=sys.stderr)
-        return 2
+        raise app.UsageError(str(error)) from error
     if args.window is not None and args.window < 1:
-        print("compare: --window must be >= 1", file=sys.stderr)
-        return 2
+        raise app.UsageError("--window must be >= 1")
     if args.out is not None:
         out = _user_path(args.out)
     elif Path(target).is_dir():
@@ -99,5 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+COMMAND = command.Command("compare", FLAGS, run, required=("runs",))
+main = COMMAND.main
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    COMMAND.run_app()

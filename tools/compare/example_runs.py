@@ -27,15 +27,17 @@ re-writes the report.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
-import logging
 import os
-import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from absl import flags, logging
+
+from launcher.cli import command
 
 EXPERIMENTS = (
     "base",
@@ -71,7 +73,7 @@ def at_size(model: Any, size_name: str) -> Any:
     return dataclasses.replace(model, encoder=encoder, decoder=decoder)
 
 
-def example_config(experiment: str, args: argparse.Namespace) -> Any:
+def example_config(experiment: str, args: types.SimpleNamespace) -> Any:
     """The experiment's resolved config with the CPU-sized settings of the docstring."""
     from experiments.framework import Builders, build_config
     from models.train.callbacks.checkpointer import CheckpointerConfig
@@ -114,14 +116,16 @@ def example_config(experiment: str, args: argparse.Namespace) -> Any:
     )
 
 
-def evaluation(args: argparse.Namespace) -> Any:
+def evaluation(args: types.SimpleNamespace) -> Any:
     from models.eval.callback import EvaluatorCallbackConfig
     from models.eval.evaluator import EvaluatorConfig
     from models.eval.landcover import LandCoverTaskConfig
 
     task = LandCoverTaskConfig(num_samples=args.eval_samples)
     interval = max(1, args.steps // 2)
-    return EvaluatorCallbackConfig(EvaluatorConfig(tasks=(task,)), interval=interval, at_end=False)
+    return EvaluatorCallbackConfig(
+        evaluator=EvaluatorConfig(tasks=(task,)), interval=interval, at_end=False
+    )
 
 
 def _finished(run_dir: Path, steps: int) -> bool:
@@ -137,23 +141,25 @@ def _user_path(text: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-root", required=True, help="where the four run folders go")
-    parser.add_argument("--report", required=True, help="where the report goes")
-    parser.add_argument("--project", default=PROJECT)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--eval-samples", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS))
-    return parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("run-root", None, "where the four run folders go", flag_values=FLAGS)
+flags.DEFINE_string("report", None, "where the report goes", flag_values=FLAGS)
+flags.DEFINE_string("project", PROJECT, "W&B project (folder) of the runs", flag_values=FLAGS)
+flags.DEFINE_integer("steps", 40, "training steps of each run", flag_values=FLAGS)
+flags.DEFINE_integer("batch-size", 8, "global batch size", flag_values=FLAGS)
+flags.DEFINE_integer("eval-samples", 128, "held-out tiles of the evaluation", flag_values=FLAGS)
+flags.DEFINE_integer("threads", 2, "torch threads", flag_values=FLAGS)
+flags.DEFINE_list(
+    "experiments", list(EXPERIMENTS), "comma-separated experiments to run", flag_values=FLAGS
+)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def parse_args(argv: Sequence[str]) -> types.SimpleNamespace:
+    return COMMAND.parse(argv)
+
+
+def run(args: types.SimpleNamespace) -> int:
     args.run_root = _user_path(args.run_root)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     import torch
 
@@ -187,5 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
 
+COMMAND = command.Command("example_runs", FLAGS, run, required=("run-root", "report"))
+main = COMMAND.main
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    COMMAND.run_app()

@@ -7,21 +7,25 @@ creates (in the workspace, refusing to overwrite anything):
     experiments/plans/<name>.plan.md   hypothesis, change, files, expected outcome, baseline
     experiments/<name>.py              a variant identical to base until you edit it
     experiments/BUILD                  an `experiment(name = "<name>", ...)` target appended
-The new experiment passes `bazel test //experiments:<name>_launch_tests` at once: its config
-equals base's, so the config test, the hygiene test and dry_run all hold. Then: subclass a
+The new experiment passes its launch tests at once (the tests the launch gate runs:
+`bazel run //launcher/gate:launch_tests -- //experiments:<name>`): its config equals base's,
+so the config test, the hygiene test and dry_run all hold. Then: subclass a
 component in models/ (never edit the base class), swap its config in build_model_config,
 and check `dry_run` shows a diff in the model section only.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import re
-import sys
 import textwrap
+import types
 from pathlib import Path
+
+from absl import flags
+
+from launcher.cli import command
 
 NAME = re.compile(r"^base_[a-z0-9]+(_[a-z0-9]+)+$")
 SECTIONS = ("model", "dataset", "data_loader", "train_module", "trainer", "launch", "visualize")
@@ -136,7 +140,7 @@ downstream probes, convergence speed, parameter count)?
 
 ## Launch
     ./tools/bazel run //experiments:{name} -- dry_run {name} local
-    ./tools/bazel test //experiments:{name}_launch_tests
+    ./tools/bazel run //launcher/gate:launch_tests -- //experiments:{name}
     ./tools/bazel run //experiments:{name} -- launch {name} <cluster> --launch.num_gpus=8 \\
         --trainer.callbacks.wandb.project={day:%Y_%m_%d}_<study>
 
@@ -194,29 +198,28 @@ def scaffold(
     return [plan, variant, build]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--name", required=True, help="base_<component>_<change>")
-    parser.add_argument("--hypothesis", required=True, help="what you test, and why")
-    parser.add_argument(
-        "--changes",
-        default="model",
-        help=f"comma-separated config sections the hypothesis changes ({', '.join(SECTIONS)})",
-    )
-    parser.add_argument(
-        "--workspace",
-        default=os.environ.get("BUILD_WORKSPACE_DIRECTORY") or os.getcwd(),
-        help="the repository checkout (default: the one `bazel run` was called in)",
-    )
-    args = parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("name", None, "base_<component>_<change>", flag_values=FLAGS)
+flags.DEFINE_string("hypothesis", None, "what you test, and why", flag_values=FLAGS)
+flags.DEFINE_string(
+    "changes",
+    "model",
+    f"comma-separated config sections the hypothesis changes ({', '.join(SECTIONS)})",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    "workspace",
+    None,
+    "the repository checkout (default: the one `bazel run` was called in, else the current "
+    "directory)",
+    flag_values=FLAGS,
+)
+
+
+def run(args: types.SimpleNamespace) -> int:
+    workspace = args.workspace or os.environ.get("BUILD_WORKSPACE_DIRECTORY") or os.getcwd()
     changes = tuple(part.strip() for part in args.changes.split(",") if part.strip())
-    try:
-        written = scaffold(Path(args.workspace), args.name, args.hypothesis, changes)
-    except ScaffoldError as error:
-        print(f"new_experiment: {error}", file=sys.stderr)
-        return 2
+    written = scaffold(Path(workspace), args.name, args.hypothesis, changes)
     name = args.name
     print(f"created {name}:")
     for path in written:
@@ -228,10 +231,16 @@ def main(argv: list[str] | None = None) -> int:
         f"  3. swap the config in build_model_config of experiments/{name}.py\n"
         f"  4. ./tools/bazel run //experiments:{name} -- dry_run {name} local\n"
         "     (the diff against base must show the model section only)\n"
-        f"  5. ./tools/bazel test //experiments:{name}_launch_tests"
+        f"  5. ./tools/bazel run //launcher/gate:launch_tests -- //experiments:{name}"
     )
     return 0
 
 
+COMMAND = command.Command(
+    "new_experiment", FLAGS, run, required=("name", "hypothesis"), bad_input=(ScaffoldError,)
+)
+main = COMMAND.main
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    COMMAND.run_app()

@@ -143,6 +143,43 @@ def test_the_command_line_exits_2_on_refusal_and_0_on_success(
 ) -> None:
     argv = ["--workspace", str(workspace), "--name", "base_decoder_heads", "--hypothesis"]
     assert new_experiment.main([*argv, HYPOTHESIS]) == 0
-    assert "base_decoder_heads_launch_tests" in capsys.readouterr().out
+    assert "launch_tests -- //experiments:base_decoder_heads" in capsys.readouterr().out
     assert new_experiment.main([*argv, HYPOTHESIS]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def _program(*argv: str) -> subprocess.CompletedProcess:
+    """The binary as `bazel run` starts it: absl.app.run, flags from the command line."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run(
+        [sys.executable, "-m", "tools.new_experiment.new_experiment", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_flagfile_drives_the_program(workspace: Path, tmp_path: Path) -> None:
+    # CI keeps a request in a file: one flag a line, the value up to the end of the line.
+    flagfile = tmp_path / "new_experiment.flags"
+    flagfile.write_text(
+        f"--workspace={workspace}\n--name=base_decoder_heads\n--hypothesis={HYPOTHESIS}\n"
+    )
+    result = _program(f"--flagfile={flagfile}")
+    assert result.returncode == 0, result.stderr
+    assert "created base_decoder_heads:" in result.stdout
+    variant = workspace / "experiments" / "base_decoder_heads.py"
+    assert "Hypothesis: Per-modality output heads" in variant.read_text()
+
+
+def test_the_program_lists_its_flags_and_refuses_in_one_line(workspace: Path) -> None:
+    helpfull = _program("--helpfull").stdout
+    for flag in ("--name: base_<component>_<change>", "--hypothesis:", "--changes:", "--flagfile"):
+        assert flag in helpfull, helpfull
+    missing = _program("--workspace", str(workspace), "--name", "base_decoder_heads")
+    assert missing.returncode == 2
+    assert missing.stderr == (
+        "new_experiment: --hypothesis is required: what you test, and why (see --help)\n"
+    )
