@@ -1,7 +1,7 @@
 """End to end on the dev Slurm cluster: `nano launch` with 2 CPU processes reaches COMPLETED.
 
 The launch goes through the experiment's own CLI from a pushed scratch clone of this working
-tree: gate (real `bazel test //experiments:nano_launch_tests`), image, push to the
+tree: gate (real `bazel test` of nano's launch tests), image, push to the
 embedded registry, sbatch; the job pulls the image by digest, runs torchrun with two gloo
 processes under bubblewrap, and leaves metrics and checkpoints in the run folder.
 """

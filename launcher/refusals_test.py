@@ -130,6 +130,6 @@ def test_a_failing_test_is_refused(workspace, env, slurm):
     testing.git(workspace, "push", "-q", "origin", "main")
     result = _launch(workspace, env, "nano_refused_tests")
     assert result.returncode != 0
-    assert "bazel test //experiments:nano_launch_tests` failed" in result.stderr
+    assert "the launch tests of //experiments:nano failed" in result.stderr
     assert "nothing was pushed or submitted" in result.stderr
     _assert_nothing_added(before, slurm)

@@ -7,8 +7,11 @@ A launched run must be reproducible from its commit alone, so the gate refuses w
     working tree, so with local changes they would not vouch for the commit;
   - the commit is on no remote branch (`git branch -r --contains HEAD` is empty): nobody
     else could check it out ("push before launch");
-  - a test the experiment depends on fails: `bazel test //experiments:<name>_launch_tests`
-    (Bazel's cache makes this instant when nothing changed since the last run).
+  - a test the experiment depends on fails (Bazel's cache makes this instant when nothing
+    changed since the last run). Which tests: read from the build graph, never from a list
+    (`launch_tests_query`), so a new test in any package the experiment depends on, or a new
+    package it comes to depend on, gates the next launch without anyone editing anything.
+    `bazel run //launcher/gate:launch_tests -- //experiments:<name>` lists and runs the same set.
 The cheap checks run first and are reported together; the tests run only when they pass.
 There is deliberately no flag to skip any of this.
 """
@@ -18,13 +21,23 @@ from __future__ import annotations
 import collections
 import datetime
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from models.names import names
 
-_TEST_SUFFIX = "_launch_tests"
+# Tests a launch leaves out: `manual` ones (end-to-end tests that start services, run for
+# minutes and are run on purpose, as `bazel test //...` skips them) and `reference` parity
+# tests, which need the pinned reference environment (`--config=reference`).
+EXCLUDED_TAGS = ("manual", "reference")
+# What `bazel query` may be handed: a workspace label such as //experiments:nano. Anything
+# else (an external repository, a pattern, query syntax) is refused before Bazel sees it.
+# (Bazel allows more characters in names, but "+" and "," mean something in a query; our
+# packages and experiment names use none of them.)
+_LABEL = re.compile(r"^//(?P<package>[\w.-]+(?:/[\w.-]+)*)?:(?P<name>[\w.-]+)$", re.ASCII)
+HUMAN_COMMAND = "./tools/bazel run //launcher/gate:launch_tests --"
 
 
 class LaunchRefused(RuntimeError):
@@ -120,18 +133,118 @@ def push_problems(workspace: Path, commit: str = "HEAD") -> list[str]:
     ]
 
 
-def launch_tests_target(experiment: str, label: str = "") -> str:
-    """`//experiments:<name>_launch_tests`, from the experiment's label when given."""
-    if label:
-        package, _, name = label.lstrip("@").rpartition(":")
-        return f"{package or '//experiments'}:{name or experiment}{_TEST_SUFFIX}"
-    return f"//experiments:{experiment}{_TEST_SUFFIX}"
+def experiment_label(experiment: str, label: str = "") -> str:
+    """The experiment's Bazel label: `label` when given, else `//experiments:<experiment>`."""
+    return label.removeprefix("@") if label else f"//experiments:{experiment}"
 
 
-def run_launch_tests(workspace: Path, target: str, bazel: list[str] | None = None) -> None:
-    """`bazel test <target>` in `workspace`; raises LaunchRefused when it does not pass."""
-    command = [*(bazel or [str(workspace / "tools" / "bazel")]), "test", target]
-    print(f"[gate] {' '.join(command[-3:])}", file=sys.stderr, flush=True)
+def _tag_regex(tag: str) -> str:
+    # `attr()` matches a list attribute against its printed form "[a, b]", so one element is
+    # delimited by "[" or " " before and "," or "]" after ("manual" must not match "manualish").
+    return r"[\[ ]" + re.escape(tag) + r"[,\]]"
+
+
+def launch_tests_query(label: str) -> str:
+    """The `bazel query` expression whose answer is the launch tests of experiment `label`.
+
+    They are the test rules of every workspace package in `deps(label)` (external @repos
+    have no tests of ours) except the experiment's own package, whose other tests vouch for
+    sibling experiments: from it, only `<name>_test` (the experiment() macro's config test)
+    and the package's `lint`. Tests tagged EXCLUDED_TAGS are left out. `siblings()` turns
+    the dependencies into their packages inside one query, so one Bazel call answers it.
+
+    Raises:
+        ValueError: `label` is not a workspace label //package:name.
+    """
+    match = _LABEL.match(label)
+    if not match:
+        raise ValueError(
+            f"{label!r} is not an experiment's Bazel label; give it as //package:name, "
+            "e.g. //experiments:nano"
+        )
+    package, name = match["package"] or "", match["name"]
+    excluded = " + ".join(f'attr(tags, "{_tag_regex(tag)}", $tests)' for tag in EXCLUDED_TAGS)
+    return " ".join(
+        [
+            f'let packages = siblings(filter("^//", deps({label}))) except //{package}:* in',
+            'let tests = kind("_test rule$", $packages) in',
+            f"($tests except ({excluded}))",
+            f"+ set(//{package}:{name}_test //{package}:lint)",
+        ]
+    )
+
+
+def parse_query_labels(output: str) -> list[str]:
+    """The labels in `bazel query --output=label` output, sorted, each once."""
+    return sorted({line.strip() for line in output.splitlines() if line.strip().startswith("//")})
+
+
+def query_launch_tests(workspace: Path, label: str, bazel: list[str] | None = None) -> list[str]:
+    """The launch tests of experiment `label`, asked of Bazel in `workspace`.
+
+    Raises:
+        LaunchRefused: `label` is malformed, or Bazel could not answer (an unknown target,
+            a broken BUILD file); the reason ends with Bazel's own error line.
+    """
+    try:
+        expression = launch_tests_query(label)
+    except ValueError as error:
+        raise LaunchRefused([str(error)]) from None
+    command = [
+        *(bazel or [str(workspace / "tools" / "bazel")]),
+        "query",
+        "--output=label",
+        "--order_output=no",
+        "--noshow_progress",
+        expression,
+    ]
+    try:
+        result = subprocess.run(
+            command,
+            cwd=workspace,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            env=bazel_environment(),
+            check=False,
+        )
+    except OSError as error:  # no Bazel at all: an answer, not a traceback
+        raise LaunchRefused(
+            [f"cannot run {command[0]} ({error.strerror}); launch from a terra-lab checkout"]
+        ) from None
+    if result.returncode != 0:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+        said = (errors or result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise LaunchRefused(
+            [
+                f"cannot list the launch tests of {label}: `bazel query` failed "
+                f"(exit {result.returncode}): {said.strip()}; fix the BUILD file it names, "
+                "or launch an experiment() target"
+            ]
+        )
+    return parse_query_labels(result.stdout)
+
+
+def _packages(labels: list[str]) -> list[str]:
+    return sorted({label.removeprefix("//").partition(":")[0] for label in labels})
+
+
+def run_launch_tests(workspace: Path, target: str, bazel: list[str] | None = None) -> list[str]:
+    """`bazel test` of the launch tests of experiment `target` (a label such as
+    //experiments:nano) in `workspace`; returns the labels it ran.
+
+    Raises:
+        LaunchRefused: the tests cannot be listed, or they do not all pass.
+    """
+    labels = query_launch_tests(workspace, target, bazel)
+    packages = _packages(labels)
+    print(
+        f"[gate] bazel test: the {len(labels)} launch tests of {target}, from {len(packages)} "
+        f"packages ({', '.join(packages)}); list them: {HUMAN_COMMAND} --list {target}",
+        file=sys.stderr,
+        flush=True,
+    )
+    command = [*(bazel or [str(workspace / "tools" / "bazel")]), "test", *labels]
     tail: collections.deque[str] = collections.deque(maxlen=30)
     process = subprocess.Popen(
         command,
@@ -139,7 +252,7 @@ def run_launch_tests(workspace: Path, target: str, bazel: list[str] | None = Non
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=_bazel_environment(),
+        env=bazel_environment(),
     )
     assert process.stdout is not None
     for line in process.stdout:
@@ -149,13 +262,15 @@ def run_launch_tests(workspace: Path, target: str, bazel: list[str] | None = Non
     if code != 0:
         raise LaunchRefused(
             [
-                f"`bazel test {target}` failed (exit {code}); the experiment's tests must pass "
-                "at this commit. Last lines:\n      " + "\n      ".join(tail)
+                f"the launch tests of {target} failed (`bazel test` exit {code}); the "
+                f"experiment's tests must pass at this commit (rerun them: {HUMAN_COMMAND} "
+                f"{target}). Last lines:\n      " + "\n      ".join(tail)
             ]
         )
+    return labels
 
 
-def _bazel_environment() -> dict[str, str]:
+def bazel_environment() -> dict[str, str]:
     """The caller's environment without what `bazel run` sets for its own binary."""
     dropped = ("BUILD_WORKSPACE_DIRECTORY", "BUILD_WORKING_DIRECTORY", "RUNFILES_DIR")
     return {
@@ -203,7 +318,7 @@ def check_tests_and_commit(
     commit = commit or resolve_commit(workspace)
     if problems := moved_problems(workspace, commit):
         raise LaunchRefused(problems)
-    run_launch_tests(workspace, launch_tests_target(experiment, label), bazel)
+    run_launch_tests(workspace, experiment_label(experiment, label), bazel)
     # The tests ran on the working tree: make sure nothing changed meanwhile.
     if problems := moved_problems(workspace, commit) + tree_problems(workspace):
         raise LaunchRefused(problems)

@@ -1,9 +1,15 @@
-"""The launch gate on throwaway repositories: names, dirty trees, unpushed commits, tests."""
+"""The launch gate on throwaway repositories: names, dirty trees, unpushed commits, tests.
+
+Bazel is a fake here (a script that logs its arguments); launch_tests_real_test.py asks a
+real one.
+"""
+
+import re
 
 import pytest
 
 from launcher import testing
-from launcher.gate import gate
+from launcher.gate import fake_bazel, gate
 
 FILES = {".gitignore": "runs/\n", "experiments/nano.py": "print('nano')\n"}
 
@@ -62,45 +68,137 @@ def test_a_commit_on_no_remote_branch_must_be_pushed_first(pushed_repo):
     assert gate.push_problems(pushed_repo) == []
 
 
-def test_launch_tests_target_follows_the_experiment_label():
-    assert gate.launch_tests_target("nano") == "//experiments:nano_launch_tests"
-    assert gate.launch_tests_target("nano", "//experiments:nano") == (
-        "//experiments:nano_launch_tests"
+def test_the_experiment_label_defaults_to_the_experiments_package():
+    assert gate.experiment_label("nano") == "//experiments:nano"
+    assert gate.experiment_label("nano", "//experiments/ablations:nano") == (
+        "//experiments/ablations:nano"
     )
+    assert gate.experiment_label("nano", "@//experiments:nano") == "//experiments:nano"
+
+
+def test_the_query_takes_the_tests_of_every_package_the_experiment_depends_on():
+    query = gate.launch_tests_query("//experiments:nano")
+    # Packages of the workspace targets in the experiment's closure; no @external ones.
+    assert 'siblings(filter("^//", deps(//experiments:nano)))' in query
+    assert 'kind("_test rule$", $packages)' in query
+
+
+def test_from_its_own_package_the_query_takes_only_its_config_test_and_the_lint():
+    query = gate.launch_tests_query("//experiments/ablations:s2_only")
+    assert "except //experiments/ablations:* in" in query
+    assert query.endswith(
+        "+ set(//experiments/ablations:s2_only_test //experiments/ablations:lint)"
+    )
+    assert gate.launch_tests_query("//:nano").endswith("+ set(//:nano_test //:lint)")
+
+
+@pytest.mark.parametrize(
+    ("tags", "excluded"),
+    [
+        ("[manual]", True),
+        ("[exclusive, manual, services]", True),
+        ("[reference]", True),
+        ("[local, reference]", True),
+        ("[services]", False),
+        ("[manualish]", False),
+        ("[no-reference, local]", False),
+        ("[]", False),
+    ],
+)
+def test_the_query_leaves_out_manual_and_reference_tests_by_whole_tag(tags, excluded):
+    query = gate.launch_tests_query("//experiments:nano")
+    regexes = re.findall(r'attr\(tags, "(.*?)", \$tests\)', query)
+    assert len(regexes) == len(gate.EXCLUDED_TAGS)
+    # Bazel's attr() uses Java regexes; these constructs mean the same in Python's re.
+    assert any(re.search(regex, tags) for regex in regexes) == excluded
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        "nano",
+        "//experiments",
+        "@pypi//:torch",
+        "//experiments/...",
+        "//experiments:nano + //x:y",
+        "//experiments:nano)",
+        "//experiments:*",
+        "",
+    ],
+)
+def test_anything_but_a_workspace_label_is_refused_before_bazel_sees_it(label):
+    with pytest.raises(ValueError, match="give it as //package:name"):
+        gate.launch_tests_query(label)
+
+
+def test_query_output_becomes_sorted_unique_labels_without_bazels_chatter():
+    assert gate.parse_query_labels(fake_bazel.QUERY_ANSWER) == fake_bazel.LAUNCH_TESTS
+    assert gate.parse_query_labels("") == []
+
+
+def test_the_computed_tests_are_exactly_what_bazel_test_runs(pushed_repo, tmp_path, capsys):
+    bazel, log = fake_bazel.write(tmp_path)
+    ran = gate.run_launch_tests(pushed_repo, "//experiments:nano", [str(bazel)])
+    assert ran == fake_bazel.LAUNCH_TESTS
+    query, test = fake_bazel.calls(log)
+    assert query[0] == "query" and query[-1] == gate.launch_tests_query("//experiments:nano")
+    assert "--output=label" in query
+    assert test == ["test", *fake_bazel.LAUNCH_TESTS]
+    summary = capsys.readouterr().err
+    assert "the 3 launch tests of //experiments:nano, from 2 packages" in summary
+    assert "(experiments, models/nn)" in summary
+    assert "launch_tests -- --list //experiments:nano" in summary
 
 
 def test_failing_tests_refuse_with_the_last_lines_of_output(pushed_repo, tmp_path):
-    fake_bazel = tmp_path / "bazel"
-    fake_bazel.write_text('#!/bin/sh\necho "FAIL: $2 (see test.log)"\nexit 3\n')
-    fake_bazel.chmod(0o755)
+    bazel, _ = fake_bazel.write(tmp_path, 'echo "FAIL: $3 (see test.log)"\nexit 3')
     with pytest.raises(gate.LaunchRefused) as refused:
-        gate.check_tests_and_commit(pushed_repo, "nano", "//experiments:nano", [str(fake_bazel)])
+        gate.check_tests_and_commit(pushed_repo, "nano", "//experiments:nano", [str(bazel)])
     message = str(refused.value)
     assert "nothing was pushed or submitted" in message
-    assert "exit 3" in message and "FAIL: //experiments:nano_launch_tests" in message
+    assert "the launch tests of //experiments:nano failed (`bazel test` exit 3)" in message
+    assert "FAIL: //experiments:nano_test (see test.log)" in message
+    assert "launch_tests -- //experiments:nano" in message  # how to rerun them
+
+
+def test_a_query_bazel_cannot_answer_refuses_with_bazels_error_and_runs_no_test(
+    pushed_repo, tmp_path
+):
+    error = "ERROR: no such target //experiments:nano_test: target nano_test not declared"
+    bazel, log = fake_bazel.write(tmp_path, query_answer="", query_exit=7, query_error=error)
+    with pytest.raises(gate.LaunchRefused) as refused:
+        gate.check_tests_and_commit(pushed_repo, "nano", "//experiments:nano", [str(bazel)])
+    (reason,) = refused.value.reasons
+    assert reason.startswith("cannot list the launch tests of //experiments:nano")
+    assert "(exit 7)" in reason and error in reason
+    assert [call[0] for call in fake_bazel.calls(log)] == ["query"]
+
+
+def test_a_malformed_label_is_refused_without_running_bazel(pushed_repo, tmp_path):
+    bazel, log = fake_bazel.write(tmp_path)
+    with pytest.raises(gate.LaunchRefused, match="give it as //package:name"):
+        gate.check_tests_and_commit(pushed_repo, "nano", "@pypi//:torch", [str(bazel)])
+    assert not log.exists()
 
 
 def test_passing_tests_return_the_commit_they_vouch_for(pushed_repo, tmp_path):
-    fake_bazel = tmp_path / "bazel"
-    fake_bazel.write_text("#!/bin/sh\nexit 0\n")
-    fake_bazel.chmod(0o755)
-    commit = gate.check_tests_and_commit(pushed_repo, "nano", "", [str(fake_bazel)])
+    bazel, log = fake_bazel.write(tmp_path)
+    commit = gate.check_tests_and_commit(pushed_repo, "nano", "", [str(bazel)])
     assert commit == testing.git(pushed_repo, "rev-parse", "HEAD")
+    assert fake_bazel.calls(log)[-1] == ["test", *fake_bazel.LAUNCH_TESTS]
 
 
 def test_a_commit_made_while_the_tests_run_is_refused(pushed_repo, tmp_path):
     """The fake bazel commits (as a user in another terminal would) while 'testing'."""
     tested = testing.git(pushed_repo, "rev-parse", "HEAD")
-    fake_bazel = tmp_path / "bazel"
-    fake_bazel.write_text(
-        "#!/bin/sh\n"
+    bazel, _ = fake_bazel.write(
+        tmp_path,
         "echo later > late.txt && git add late.txt && "
         "git -c user.name=u -c user.email=u@u commit -qm late\n"
-        "exit 0\n"
+        "exit 0",
     )
-    fake_bazel.chmod(0o755)
     with pytest.raises(gate.LaunchRefused, match="HEAD moved from") as refused:
-        gate.check_tests_and_commit(pushed_repo, "nano", "", [str(fake_bazel)], commit=tested)
+        gate.check_tests_and_commit(pushed_repo, "nano", "", [str(bazel)], commit=tested)
     assert tested[:12] in str(refused.value)
 
 
@@ -109,11 +207,9 @@ def test_a_commit_other_than_head_is_refused_before_the_tests(pushed_repo, tmp_p
     (pushed_repo / "x.txt").write_text("x\n")
     testing.commit_all(pushed_repo, "next")
     never = tmp_path / "never-run"
-    fake_bazel = tmp_path / "bazel"
-    fake_bazel.write_text(f"#!/bin/sh\ntouch {never}\n")
-    fake_bazel.chmod(0o755)
+    bazel, _ = fake_bazel.write(tmp_path, f"touch {never}")
     with pytest.raises(gate.LaunchRefused, match="HEAD moved"):
-        gate.check_tests_and_commit(pushed_repo, "nano", "", [str(fake_bazel)], commit=first)
+        gate.check_tests_and_commit(pushed_repo, "nano", "", [str(bazel)], commit=first)
     assert not never.exists()
 
 
