@@ -1,4 +1,4 @@
-"""`experiment(name, ...)`: one pretraining experiment, its tests and its launch gate.
+"""`experiment(name, ...)`: one pretraining experiment, its library and its config test.
 
     experiment(
         name = "base_encoder_per_mod_proj",
@@ -14,44 +14,26 @@ declares
                           inside CHANGES, one tiny forward/backward step trains on CPU, a
                           1-step run leaves a run folder whose config.yaml rebuilds it, the
                           variant differs from base only in CHANGES, and its file is small
-    :<name>_launch_tests  test_suite the launcher runs before a launch
-                          (`bazel test //experiments:<name>_launch_tests`): the test above,
-                          this package's lint, the framework's tests and the tests of every
-                          model package the experiment builds on
+
+No list of launch tests is kept here: at launch the gate (launcher/gate/gate.py) reads them
+from the build graph: the tests of every package in `deps(//experiments:<name>)` other than
+this one (whose other tests vouch for sibling experiments), plus :<name>_test and :lint.
+A new test in any of those packages gates the next launch with no edit here. To see them,
+or run them as a launch would:
+    bazel run //launcher/gate:launch_tests -- [--list] //experiments:<name>
 """
 
-load("//experiments:model_tests.bzl", "CORE_MODEL_PACKAGES", "MODEL_PACKAGE_TESTS")
 load("//tools/build_rules:python.bzl", "py_binary", "py_library", "py_test")
-
-FRAMEWORK_TESTS = [
-    "//experiments/framework:cli_test",
-    "//experiments/framework:clusters_test",
-    "//experiments/framework:data_test",
-    "//experiments/framework:diff_test",
-    "//experiments/framework:experiment_config_test",
-    "//experiments/framework:hygiene_test",
-    "//experiments/framework:inspection_test",
-    "//experiments/framework:launching_test",
-    "//experiments/framework:lint",
-    "//experiments/framework:naming_test",
-    "//experiments/framework:overrides_test",
-    "//experiments/framework:training_test",
-]
 
 def experiment(
         name,
         deps = [],
-        model_packages = CORE_MODEL_PACKAGES,
-        extra_tests = [],
         test_size = "medium"):
-    """An experiment binary with its config test and launch test suite (module docstring).
+    """An experiment binary with its library and config test (module docstring).
 
     Args:
       name: the experiment; its file is <name>.py and its run names must contain it.
       deps: what <name>.py imports (":script", ":base_lib", model libraries, ...).
-      model_packages: model packages whose tests gate a launch (default: all the recipe
-        uses); a variant in a new package adds it here.
-      extra_tests: more test labels for the launch gate.
       test_size: Bazel size of the config test.
     """
     lib = name + "_lib"
@@ -81,11 +63,4 @@ def experiment(
         env = {"TERRA_EXPERIMENT": name},
         size = test_size,
         deps = test_deps,
-    )
-    tests = [":" + name + "_test", ":lint", ":model_tests_test"] + FRAMEWORK_TESTS
-    for package in model_packages:
-        tests += MODEL_PACKAGE_TESTS[package]
-    native.test_suite(
-        name = name + "_launch_tests",
-        tests = tests + extra_tests,
     )
