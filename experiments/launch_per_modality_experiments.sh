@@ -5,8 +5,9 @@
 #   ./tools/bazel run //experiments:per_modality_group
 #   CLUSTER=slurm NUM_GPUS=8 ./experiments/launch_per_modality_experiments.sh
 #
-# Every launch goes through the launcher's gate (clean tree, pushed commit, the variant's
-# //experiments:<variant>_launch_tests pass). The first failure stops the script (set -e):
+# Every launch goes through the launcher's gate (clean tree, pushed commit, the tests of what
+# the variant depends on pass; `./tools/bazel run //launcher/gate:launch_tests -- --list
+# //experiments:<variant>` lists them). The first failure stops the script (set -e):
 # later variants are not launched, earlier ones keep running.
 set -euo pipefail
 

@@ -136,7 +136,7 @@ _FILES = {
         '    deps = ["//models/predictor:heads"],\n'
         ")\n\n"
         'py_binary(name = "list_experiments", srcs = ["list_experiments.py"])\n\n'
-        "# A launch gate: reporting it must not report every test it holds.\n"
+        "# A test_suite: reporting it must not report every test it holds.\n"
         "test_suite(\n"
         '    name = "launch_tests",\n'
         "    tests = [\n"
