@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 from launcher.backends.backend import Backend, JobSpec, JobState, JobStatus
-from launcher.runtime import run_image
 from launcher.services import packages, process, services
 
 _START_DOCKER = "./tools/bazel run //tools/services -- start docker"
@@ -34,7 +33,14 @@ _BWRAP_PROBE = [
 
 
 def find_docker_host() -> str | None:
-    """The first Docker engine that answers: $DOCKER_HOST, launcher/services', the system's."""
+    """The first Docker engine that answers: $DOCKER_HOST, launcher/services', the system's.
+
+    The engine is asked through the docker SDK; the job itself runs the image with the docker
+    CLI (launcher/runtime/run_image.py is one standard-library file that Slurm nodes run
+    too), so an engine without the CLI on this machine does not count.
+    """
+    if shutil.which("docker") is None:
+        return None
     candidates = []
     if os.environ.get("DOCKER_HOST"):
         candidates.append(os.environ["DOCKER_HOST"])
@@ -43,7 +49,7 @@ def find_docker_host() -> str | None:
     for candidate in candidates:
         if candidate.startswith("unix://") and not Path(candidate[len("unix://") :]).exists():
             continue
-        if run_image.docker_available(candidate):
+        if services.docker_engine_answers(candidate):
             return candidate
     return None
 

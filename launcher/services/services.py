@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import http.client
 import os
 import socket
 import subprocess
@@ -158,15 +157,24 @@ class Registry(_Service):
         return process.stop_daemon(self.pid_file, self.program)
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path: str) -> None:
-        super().__init__("localhost", timeout=3)
-        self._socket_path = socket_path
+def docker_engine_answers(docker_host: str, timeout_s: float = 5.0) -> bool:
+    """Whether a Docker engine answers its API's ping at `docker_host` (unix://, tcp://).
 
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(3)
-        self.sock.connect(self._socket_path)
+    Asked through the docker SDK, the engine's own client library: it speaks the API over
+    the Unix socket or TCP and negotiates the API version, where the docker CLI would need
+    to be installed and its text output parsed.
+    """
+    import docker  # the SDK pulls in requests: only for the few callers that ask
+
+    client = None
+    try:
+        client = docker.DockerClient(base_url=docker_host, timeout=timeout_s)
+        return bool(client.ping())
+    except (docker.errors.DockerException, OSError):  # requests' errors are OSErrors
+        return False
+    finally:
+        if client is not None:
+            client.close()
 
 
 @dataclasses.dataclass
@@ -193,16 +201,7 @@ class Docker(_Service):
         return process.running_pid(self.pid_file, self.program) is not None
 
     def healthy(self) -> bool:
-        if not self.socket_path.exists():
-            return False
-        connection = _UnixHTTPConnection(str(self.socket_path))
-        try:
-            connection.request("GET", "/_ping")
-            return connection.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            connection.close()
+        return self.socket_path.exists() and docker_engine_answers(self.docker_host)
 
     def _start(self) -> str:
         if self.running() and self.healthy():
