@@ -43,6 +43,7 @@ from models.losses.patch_discrimination import ModalityPatchDiscriminationLossCo
 from models.modalities import modalities
 from models.train.callbacks.checkpointer import CheckpointerConfig
 from models.train.optim import AdamWConfig, CosineWithWarmupConfig
+from models.train.rng import DEFAULT_MODEL_SEED
 from models.train.run_dir import RunDirConfig
 from models.train.train_module import TrainModuleConfig
 from models.train.trainer import Duration, TrainerConfig
@@ -50,7 +51,6 @@ from models.train.trainer import Duration, TrainerConfig
 GLOBAL_BATCH_SIZE = 512
 MICROBATCH_SIZE = 32
 DATA_LOADER_SEED = 3622
-MODEL_SEED = 12536
 MIN_PATCH_SIZE = 1
 MAX_PATCH_SIZE = 8
 TOKEN_BUDGET = 2250
@@ -125,7 +125,7 @@ def build_trainer_config(common: CommonComponents) -> TrainerConfig:
     return TrainerConfig(
         run=RunDirConfig(project=common.wandb_project, name=common.run_name, root=common.run_root),
         max_duration=Duration.epochs(300),
-        seed=MODEL_SEED,
+        seed=DEFAULT_MODEL_SEED,
         checkpointer=CheckpointerConfig(
             interval=250, keep_last=1, permanent_interval=PERMANENT_CHECKPOINT_INTERVAL
         ),

@@ -96,11 +96,14 @@ def test_linked_batch_sizes_move_together() -> None:
     assert invocation.config.train_module.global_batch_size == 64
 
 
-def test_the_seed_alias_sets_the_seed_the_trainer_uses() -> None:
-    invocation = resolution.resolve(
-        Builders.from_module(BASE), ["dry_run", "base_a", "local", "--trainer.seed=7"], "base"
-    )
-    assert invocation.config.seed == 7 and invocation.config.trainer.seed == 7
+def test_the_seed_is_the_trainers_and_seed_is_its_alias() -> None:
+    for flag in ("--trainer.seed=7", "--seed=7"):
+        invocation = resolution.resolve(
+            Builders.from_module(BASE), ["dry_run", "base_a", "local", flag], "base"
+        )
+        assert invocation.config.trainer.seed == 7 and invocation.config.seed == 7
+        assert [a.path for a in invocation.applied] == ["trainer.seed"]
+        assert "seed" not in invocation.config.as_dict()
 
 
 def test_every_alias_targets_a_field_of_the_base_config() -> None:
@@ -120,7 +123,7 @@ def test_the_cli_surface_is_frozen() -> None:
         "trainer.callbacks.wandb.",
         "trainer.callbacks.checkpointer.",
         "trainer.callbacks.progress.",
-        "trainer.seed",
+        "seed",
     }
     assert set(resolution.REFUSED) == {"model", "experiment", "run_name", "cluster"}
 

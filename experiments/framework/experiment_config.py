@@ -38,12 +38,12 @@ SECTIONS = (
     "trainer",
     "launch",
     "visualize",
-    "seed",
 )
 """The parts of an ExperimentConfig a variant may change (its CHANGES name some of these)."""
 
 IDENTITY_FIELDS = ("experiment", "run_name", "cluster")
 """Fields that name a run rather than describe it; they differ between variants by design."""
+
 
 @dataclasses.dataclass
 class VisualizeSettings:
@@ -74,7 +74,9 @@ class VisualizeSettings:
     def __post_init__(self) -> None:
         for name in ("num_samples", "patch_size", "patches_per_side"):
             if getattr(self, name) < 1:
-                raise ValueError(f"VisualizeSettings.{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(
+                    f"VisualizeSettings.{name} must be >= 1, got {getattr(self, name)}"
+                )
 
 
 @dataclasses.dataclass
@@ -124,7 +126,10 @@ class ExperimentConfig(Configurable["Trainer"]):
         trainer: loop length, run folder, checkpoints, logging callbacks.
         launch: cluster resources.
         visualize: what `visualize` draws.
-        seed: initialises the model (the data loader has its own seed).
+
+    The model seed is `trainer.seed` (the `seed` property reads it; `--seed` is an alias).
+    Files written before it had one place hold a top-level `seed:` too, the source the
+    trainer's copy was synced from: `upgrade_retired_fields` moves it into the trainer.
     """
 
     experiment: str
@@ -137,7 +142,23 @@ class ExperimentConfig(Configurable["Trainer"]):
     trainer: Any
     launch: LaunchSettings
     visualize: VisualizeSettings
-    seed: int = 12536
+
+    @property
+    def seed(self) -> int:
+        """The model initialisation seed: the trainer's, the one field that holds it."""
+        return self.trainer.seed
+
+    @classmethod
+    def upgrade_retired_fields(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Plain data of an older config.yaml in today's fields (models/config's engine
+        calls this before building): a top-level `seed` becomes `trainer.seed`."""
+        if "seed" not in data:
+            return data
+        data = dict(data)
+        seed = data.pop("seed")
+        if isinstance(data.get("trainer"), dict):
+            data["trainer"] = {**data["trainer"], "seed": seed}
+        return data
 
     def build(self, env: Any, device: Any, callbacks: Sequence[Any] = ()) -> Trainer:
         """The run's trainer (models.train.pretrain.build_trainer): this tree is a
@@ -217,7 +238,6 @@ class Builders:
 
 def build_config(builders: Builders, common: CommonComponents) -> ExperimentConfig:
     """Run every builder into one ExperimentConfig (nothing is instantiated)."""
-    trainer = builders.trainer_config_builder(common)
     return ExperimentConfig(
         experiment=common.experiment,
         run_name=common.run_name,
@@ -226,10 +246,9 @@ def build_config(builders: Builders, common: CommonComponents) -> ExperimentConf
         dataset=builders.dataset_config_builder(common),
         data_loader=builders.dataloader_config_builder(common),
         train_module=builders.train_module_config_builder(common),
-        trainer=trainer,
+        trainer=builders.trainer_config_builder(common),
         launch=common.launch,
         visualize=builders.visualize_config_builder(common),
-        seed=getattr(trainer, "seed", ExperimentConfig.seed),
     )
 
 

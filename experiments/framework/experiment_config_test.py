@@ -71,3 +71,41 @@ def test_an_experiment_config_rebuilds_from_its_plain_data() -> None:
     assert serialization.from_json(serialization.to_json(config)) == config
     with pytest.raises(serialization.ConfigFormatError, match="ExperimentConfig"):
         ExperimentConfig.from_dict(serialization.to_dict(LaunchSettings()))
+
+
+@dataclasses.dataclass
+class Trainer:
+    seed: int = 0
+
+
+def _config_with_trainer_seed(seed: int) -> ExperimentConfig:
+    return ExperimentConfig(
+        experiment="base",
+        run_name="base_1",
+        cluster="local",
+        model=Encoder(),
+        dataset=Encoder(),
+        data_loader=Encoder(),
+        train_module=Encoder(),
+        trainer=Trainer(seed=seed),
+        launch=LaunchSettings(),
+        visualize=VisualizeSettings(),
+    )
+
+
+def test_the_seed_is_read_from_the_trainer_and_cannot_be_set_beside_it() -> None:
+    config = _config_with_trainer_seed(7)
+    assert config.seed == 7
+    with pytest.raises(TypeError, match="seed"):
+        dataclasses.replace(config, seed=8)
+
+
+def test_a_config_yaml_with_the_retired_top_level_seed_loads_into_trainer_seed() -> None:
+    # Files written before trainer.seed was the one field had a top-level `seed:`, the
+    # source the trainer's copy was synced from; they load with that seed in the trainer.
+    old = _config_with_trainer_seed(7).as_dict()
+    old["seed"] = 7
+    loaded = serialization.from_yaml(serialization.to_yaml(old))
+    assert loaded == _config_with_trainer_seed(7)
+    old["trainer"]["seed"] = 12536  # a hand-edited file: the top-level value ruled
+    assert serialization.from_dict(old).trainer.seed == 7

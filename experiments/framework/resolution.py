@@ -54,7 +54,7 @@ ALIASES: dict[str, ov.Alias] = {
     "trainer.callbacks.wandb.": ov.Alias("trainer.wandb."),
     "trainer.callbacks.checkpointer.": ov.Alias("trainer.checkpointer."),
     "trainer.callbacks.progress.": ov.Alias("trainer.progress."),
-    "trainer.seed": ov.Alias("seed", help="the model initialisation seed"),
+    "seed": ov.Alias("trainer.seed", help="the model initialisation seed"),
 }
 """The guide's names for fields whose real place is an implementation detail."""
 
@@ -130,15 +130,6 @@ def _sync_linked(config: Any, applied: list[ov.AppliedOverride]) -> Any:
     return config
 
 
-def _sync_seed(config: ExperimentConfig) -> ExperimentConfig:
-    """The trainer seeds from ExperimentConfig.seed: keep its copy equal."""
-    if hasattr(config.trainer, "seed") and config.trainer.seed != config.seed:
-        config = dataclasses.replace(
-            config, trainer=dataclasses.replace(config.trainer, seed=config.seed)
-        )
-    return config
-
-
 def resolve(builders: Builders, argv: Sequence[str], experiment: str) -> Invocation:
     """Parse and resolve a command line (everything except running the subcommand).
 
@@ -211,4 +202,4 @@ def apply_cli_overrides(
 ) -> tuple[ExperimentConfig, list[ov.AppliedOverride]]:
     """Overrides with the CLI's aliases and refusals, then linked fields made equal."""
     config, applied = ov.apply_overrides(config, overrides, ALIASES, REFUSED)
-    return _sync_seed(_sync_linked(config, applied)), applied
+    return _sync_linked(config, applied), applied

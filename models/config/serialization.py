@@ -15,7 +15,8 @@ makes `config.yaml` of a per-modality-projection run rebuild the per-modality mo
 Only classes of this repository's packages are imported from a file (`TRUSTED_PACKAGES`):
 a config file is data and must not be able to import arbitrary modules. A class that
 moved keeps its old `_class_` name working through `CLASS_ALIASES`, so run folders
-written before the move still load.
+written before the move still load, and a class that retired a field maps its old files
+onto today's fields with its `upgrade_retired_fields` classmethod.
 
 This module imports no torch (dtypes are handled only when torch is already loaded, which
 it is whenever a config holds one) and nothing of experiments/launcher/tools: models/config
@@ -53,6 +54,10 @@ CLASS_ALIASES: dict[str, str] = {
         "experiments.framework.experiment_config.VisualizeSettings"
     ),
 }
+
+RETIRED_FIELDS_HOOK = "upgrade_retired_fields"
+"""A config class's optional classmethod `(data: dict) -> dict`: its plain data as an older
+version wrote it -> the same setting in today's fields; `from_dict` calls it first."""
 
 
 class ConfigFormatError(ValueError):
@@ -168,6 +173,11 @@ def field_hints(cls: type) -> dict[str, Any]:
 
 
 def _build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
+    # A class that retired a field says how its old files map onto today's fields
+    # (e.g. ExperimentConfig's top-level seed, now trainer.seed), so old run folders load.
+    upgrade = getattr(cls, RETIRED_FIELDS_HOOK, None)
+    if upgrade is not None:
+        data = upgrade(data)
     hints = field_hints(cls)
     init_fields = {field.name: field for field in dataclasses.fields(cls) if field.init}
     unknown = sorted(set(data) - set(init_fields) - {CLASS_KEY})

@@ -16,6 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+DEFAULT_MODEL_SEED = 12536
+"""The model initialisation seed of the v1 recipe (the reference's launch scripts pass
+12536): the trainer's default, so every layer above it seeds the same model unless told."""
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy, torch CPU and all CUDA generators from one integer."""

@@ -110,7 +110,7 @@ class TrainerConfig:
 
     run: RunDirConfig
     max_duration: Duration = dataclasses.field(default_factory=lambda: Duration.epochs(300))
-    seed: int = 12536
+    seed: int = rng.DEFAULT_MODEL_SEED
     log_interval: int = 1
     deterministic: bool = False
     checkpointer: CheckpointerConfig = dataclasses.field(default_factory=CheckpointerConfig)
