@@ -37,6 +37,7 @@ from models.data.dataset import DatasetConfig
 from models.data.masked_loader import MaskedDataLoaderConfig, v1_masking
 from models.eval.callback import EvaluatorCallbackConfig
 from models.eval.evaluator import EvaluatorConfig
+from models.latent_mim import sizes
 from models.latent_mim.latent_mim import LatentMIMConfig
 from models.losses.info_nce import InfoNCELossConfig
 from models.losses.patch_discrimination import ModalityPatchDiscriminationLossConfig
@@ -51,8 +52,6 @@ from models.train.trainer import Duration, TrainerConfig
 GLOBAL_BATCH_SIZE = 512
 MICROBATCH_SIZE = 32
 DATA_LOADER_SEED = 3622
-MIN_PATCH_SIZE = 1
-MAX_PATCH_SIZE = 8
 TOKEN_BUDGET = 2250
 PERMANENT_CHECKPOINT_INTERVAL = 5000
 
@@ -101,8 +100,9 @@ def build_dataloader_config(common: CommonComponents) -> MaskedDataLoaderConfig:
         num_workers=workers,
         prefetch_factor=2,
         seed=DATA_LOADER_SEED,
-        min_patch_size=MIN_PATCH_SIZE,
-        max_patch_size=MAX_PATCH_SIZE,
+        # Every patch size the v1 model supports, from its size table's module.
+        min_patch_size=sizes.V1_MIN_PATCH_SIZE,
+        max_patch_size=sizes.V1_MAX_PATCH_SIZE,
         patches_per_side=tuple(range(1, 13)),
         token_budget=TOKEN_BUDGET,
         masking=v1_masking(),

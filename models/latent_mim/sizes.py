@@ -63,6 +63,12 @@ V1_DECODER_DROP_PATH = 0.0
 V1_PATCH_EMBED = "conv"
 """v1 checkpoints were trained with Conv2d patch projections (use_linear_patch_embed=False)."""
 
+V1_MIN_PATCH_SIZE = 1
+V1_MAX_PATCH_SIZE = 8
+"""The v1 patch sizes, 1..8 pixels: what the encoder and predictor support and what the
+recipe's loader draws from per step (experiments/script.py reads them here; a loader may
+draw from a narrower range, which models/train/pretrain.py checks against the encoder)."""
+
 
 def get_size(name: str) -> ModelSize:
     """The size called `name`, or a ValueError listing the valid names."""
@@ -81,7 +87,7 @@ def v1_encoder_config(
     config_class: type[EncoderConfig] = EncoderConfig,
 ) -> EncoderConfig:
     """The v1 encoder: S2/S1/Landsat encoded, maps decode-only (registry flags), Conv patch
-    embeddings at max patch 8 (patch sizes 1..8), drop_path 0.1."""
+    embeddings over the v1 patch sizes (1..8), drop_path 0.1."""
     return config_class(
         width=size.encoder_width,
         depth=size.encoder_depth,
@@ -89,8 +95,8 @@ def v1_encoder_config(
         mlp_ratio=size.mlp_ratio,
         drop_path=V1_ENCODER_DROP_PATH,
         supported_modalities=modality_names,
-        max_patch_size=8,
-        min_patch_size=1,
+        max_patch_size=V1_MAX_PATCH_SIZE,
+        min_patch_size=V1_MIN_PATCH_SIZE,
         patch_embed=V1_PATCH_EMBED,
         tokenization=tokenization,
     )
@@ -111,6 +117,6 @@ def v1_predictor_config(
         mlp_ratio=size.mlp_ratio,
         drop_path=V1_DECODER_DROP_PATH,
         supported_modalities=modality_names,
-        max_patch_size=8,
+        max_patch_size=V1_MAX_PATCH_SIZE,
         tokenization=tokenization,
     )

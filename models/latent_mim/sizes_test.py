@@ -51,6 +51,14 @@ def test_v1_recipe_encodes_three_modalities_with_conv_patches():
         LatentMIMConfig.from_size("huge")
 
 
+def test_v1_encoder_and_predictor_support_the_one_v1_patch_range():
+    config = LatentMIMConfig.from_size("base_shallow_decoder")
+    v1_range = (sizes.V1_MIN_PATCH_SIZE, sizes.V1_MAX_PATCH_SIZE)
+    assert v1_range == (1, 8)
+    assert (config.encoder.min_patch_size, config.encoder.max_patch_size) == v1_range
+    assert config.decoder.max_patch_size == sizes.V1_MAX_PATCH_SIZE
+
+
 def _shrunk(size: sizes.ModelSize) -> sizes.ModelSize:
     """Same head counts at the smallest valid width (a multiple of 16 and of the heads, so at
     most 48 here) and at most 2 blocks: the same structure, fast on CPU."""
