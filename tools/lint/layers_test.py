@@ -16,6 +16,7 @@ from tools.lint import import_checks
 # hand from the workspace root sees the workspace itself.
 ROOT = Path.cwd()
 LEAF_PACKAGES = {"models.names", "models.config"}
+PUBLIC_LAUNCHER_MODULES = {"launcher.api", "launcher.settings"}
 
 
 @pytest.fixture
@@ -114,6 +115,39 @@ def test_launcher_contract_forbids_every_model_package_but_the_leaves() -> None:
         "tools/lint/importlinter.ini: the launcher's forbidden_modules must list every package "
         f"of models but the leaves {sorted(LEAF_PACKAGES)}; add {sorted(wanted - forbidden)}, "
         f"remove {sorted(forbidden - wanted)}"
+    )
+
+
+def test_experiments_reaching_past_the_launcher_api_break_its_contract(tree: Path) -> None:
+    plant(
+        tree,
+        "experiments/framework/planted.py",
+        "from launcher import api\nfrom launcher.gate import gate\n",
+    )
+    result = import_checks.check_layers(tree)
+    assert result.returncode == 1, result.stdout
+    assert "experiments is not allowed to import launcher.gate" in result.stdout
+    assert "experiments.framework.planted -> launcher.gate.gate (l.2)" in result.stdout
+    assert "launcher.api (l.1)" not in result.stdout
+
+
+def test_experiments_contract_forbids_every_launcher_module_but_the_public_ones() -> None:
+    contracts = configparser.ConfigParser()
+    contracts.read(ROOT / import_checks.LAYER_CONTRACTS)
+    contract = contracts["importlinter:contract:experiments-use-the-launcher-api"]
+    forbidden = set(contract["forbidden_modules"].split())
+    launcher = ROOT / "launcher"
+    packages = {path.parent.name for path in launcher.glob("*/__init__.py")}
+    modules = {
+        path.stem
+        for path in launcher.glob("*.py")
+        if not path.stem.endswith("_test") and path.stem != "__init__"
+    }
+    wanted = {f"launcher.{name}" for name in packages | modules} - PUBLIC_LAUNCHER_MODULES
+    assert forbidden == wanted, (
+        "tools/lint/importlinter.ini: the experiments' forbidden_modules must list every module "
+        f"and package of launcher but {sorted(PUBLIC_LAUNCHER_MODULES)}; add "
+        f"{sorted(wanted - forbidden)}, remove {sorted(forbidden - wanted)}"
     )
 
 
