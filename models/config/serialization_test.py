@@ -109,19 +109,14 @@ def test_unserialisable_values_are_refused() -> None:
         serialization.to_dict(Outer(inner=Inner(names=(object(),))))
 
 
-def test_a_moved_class_still_loads_under_its_old_name() -> None:
-    # Run folders written before MaskedDataLoaderConfig moved to models/data name the old path.
-    from models.data.masked_loader import MaskedDataLoaderConfig
-
-    data = serialization.to_dict(MaskedDataLoaderConfig(global_batch_size=4))
-    assert data["_class_"] == "models.data.masked_loader.MaskedDataLoaderConfig"
-    data["_class_"] = "experiments.framework.data.MaskedDataLoaderConfig"
-    assert serialization.from_dict(data) == MaskedDataLoaderConfig(global_batch_size=4)
-
-
-def test_every_alias_reaches_a_class_that_exists() -> None:
-    for old, new in serialization.CLASS_ALIASES.items():
-        assert serialization.import_class(old) is serialization.import_class(new), old
+def test_a_moved_class_still_loads_under_its_old_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Run folders written before a class moved name its old path; CLASS_ALIASES maps it.
+    # (experiments/framework/config_classes_test.py checks the real table's entries.)
+    data = serialization.to_dict(Inner(width=3))
+    old_path = "models.config.retired_module.Inner"
+    monkeypatch.setitem(serialization.CLASS_ALIASES, old_path, data["_class_"])
+    data["_class_"] = old_path
+    assert serialization.from_dict(data) == Inner(width=3)
 
 
 def test_the_engine_imports_no_torch_and_nothing_above_models() -> None:
