@@ -29,9 +29,12 @@ from pathlib import Path
 from models.names import names
 
 # Tests a launch leaves out: `manual` ones (end-to-end tests that start services, run for
-# minutes and are run on purpose, as `bazel test //...` skips them) and `reference` parity
-# tests, which need the pinned reference environment (`--config=reference`).
-EXCLUDED_TAGS = ("manual", "reference")
+# minutes and are run on purpose, as `bazel test //...` skips them), `reference` parity
+# tests, which need the pinned reference environment (`--config=reference`), and `services`
+# tests, which start this machine's dev daemons (registry, Docker, Slurm; ~60 s, exclusive):
+# they prove the dev infrastructure, which CI tests, not the experiment, and a launch from a
+# machine that runs a real cluster's daemons must not start a second set.
+EXCLUDED_TAGS = ("manual", "reference", "services")
 # What `bazel query` may be handed: a workspace label such as //experiments:nano. Anything
 # else (an external repository, a pattern, query syntax) is refused before Bazel sees it.
 # (Bazel allows more characters in names, but "+" and "," mean something in a query; our

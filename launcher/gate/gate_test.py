@@ -99,13 +99,15 @@ def test_from_its_own_package_the_query_takes_only_its_config_test_and_the_lint(
         ("[exclusive, manual, services]", True),
         ("[reference]", True),
         ("[local, reference]", True),
-        ("[services]", False),
+        ("[services]", True),
+        ("[exclusive, local, services]", True),
         ("[manualish]", False),
+        ("[servicesish]", False),
         ("[no-reference, local]", False),
         ("[]", False),
     ],
 )
-def test_the_query_leaves_out_manual_and_reference_tests_by_whole_tag(tags, excluded):
+def test_the_query_leaves_out_manual_reference_and_services_tests_by_whole_tag(tags, excluded):
     query = gate.launch_tests_query("//experiments:nano")
     regexes = re.findall(r'attr\(tags, "(.*?)", \$tests\)', query)
     assert len(regexes) == len(gate.EXCLUDED_TAGS)

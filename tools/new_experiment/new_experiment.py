@@ -77,6 +77,7 @@ def variant_source(name: str, hypothesis: str, changes: tuple[str, ...]) -> str:
         '"""',
     ]
     body = f"""
+from experiments import base as baseline  # noqa: F401 (compared to in dry_run and hygiene)
 from experiments.base import build_model_config as build_base_model_config
 from experiments.framework import CommonComponents, builders_in, main
 from experiments.script import (  # noqa: F401 (unchanged builders of this experiment)
