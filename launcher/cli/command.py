@@ -140,6 +140,8 @@ class Command:
         required: flags that must be given (their default is None).
         positional: names of the positional arguments, all required, in order (none: the
             binary takes flags only and refuses stray words).
+        optional: names of positional arguments that may follow those, in order; one not
+            given is None.
         bad_input: the binary's exceptions that mean bad input: exit 2, their message as is.
         failures: exceptions whose message already says what failed and what to do: exit 1,
             their message as is. Any other exception is exit 1 with its first line and a hint
@@ -154,6 +156,7 @@ class Command:
         *,
         required: Sequence[str] = (),
         positional: Sequence[str] = (),
+        optional: Sequence[str] = (),
         bad_input: tuple[type[BaseException], ...] = (),
         failures: tuple[type[BaseException], ...] = (),
     ) -> None:
@@ -165,12 +168,14 @@ class Command:
         self.function = function
         self.required = tuple(required)
         self.positional = tuple(positional)
+        self.optional = tuple(optional)
         self.bad_input = bad_input
         self.failures = failures
 
     def usage(self) -> str:
-        words = " ".join(word.upper() for word in self.positional)
-        return f"{self.name} {words} [flags]" if words else f"{self.name} [flags]"
+        words = [word.upper() for word in self.positional]
+        words += [f"[{word.upper()}]" for word in self.optional]
+        return " ".join([self.name, *words, "[flags]"])
 
     def parse(self, argv: Sequence[str]) -> types.SimpleNamespace:
         """The arguments of `argv` (without the program name); bad ones raise app.UsageError.
@@ -214,8 +219,8 @@ class Command:
         if missing:
             flag = flag_values[missing[0]]
             raise app.UsageError(f"--{flag.name} is required: {flag.help} ({HELP_HINT})")
-        if len(positional) > len(self.positional):
-            extra = positional[len(self.positional)]
+        if len(positional) > len(self.positional) + len(self.optional):
+            extra = positional[len(self.positional) + len(self.optional)]
             raise app.UsageError(
                 f"unexpected argument {extra!r}: the usage is {self.usage()} ({HELP_HINT})"
             )
@@ -226,7 +231,9 @@ class Command:
             name.replace("-", "_"): flag_values[name].value
             for name in _flag_names(self.flag_values)
         }
-        values.update(zip(self.positional, positional, strict=True))
+        names = self.positional + self.optional
+        values.update({name: None for name in self.optional})
+        values.update(zip(names[: len(positional)], positional, strict=True))
         return types.SimpleNamespace(**values)
 
     def _call(self, body: Callable[[], int | None]) -> int:

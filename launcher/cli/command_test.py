@@ -35,7 +35,7 @@ def _greet(args) -> int:
     return 0
 
 
-def _greeter(positional: tuple[str, ...] = ()) -> command.Command:
+def _greeter(positional: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> command.Command:
     flag_values = flags.FlagValues()
     flags.DEFINE_string("greeting", "hello", "what to say", flag_values=flag_values)
     flags.DEFINE_integer("times", 1, "how often", flag_values=flag_values, lower_bound=1)
@@ -48,6 +48,7 @@ def _greeter(positional: tuple[str, ...] = ()) -> command.Command:
         _greet,
         required=("who",),
         positional=positional,
+        optional=optional,
         bad_input=(Refused,),
         failures=(Broken,),
     )
@@ -152,6 +153,18 @@ def test_positional_arguments_are_named_counted_and_checked(capsys) -> None:
     status, _, err = _run(greeter, "start", "--who=a", capsys=capsys)
     assert status == 2
     assert err == "greet: missing TARGET: the usage is greet ACTION TARGET [flags] (see --help)\n"
+
+
+def test_optional_positional_arguments_may_be_left_out_but_not_exceeded(capsys) -> None:
+    greeter = _greeter(positional=("action",), optional=("target",))
+    assert greeter.parse(["start", "--who=a"]).target is None
+    assert greeter.parse(["start", "docker", "--who=a"]).target == "docker"
+    status, _, err = _run(greeter, "start", "docker", "slurm", "--who=a", capsys=capsys)
+    assert status == 2
+    assert err == (
+        "greet: unexpected argument 'slurm': the usage is greet ACTION [TARGET] [flags] "
+        "(see --help)\n"
+    )
 
 
 def test_failures_are_exit_1_and_unknown_errors_point_at_debug(capsys, monkeypatch) -> None:
