@@ -11,7 +11,6 @@ they pass (or were listed), 1 when a test fails, 2 for an experiment Bazel canno
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import types
@@ -21,6 +20,7 @@ from absl import flags
 
 from launcher.cli import command
 from launcher.gate import gate
+from launcher.workspace import workspace_root
 
 NAME = "launch_tests"
 
@@ -50,7 +50,7 @@ def default_bazel(workspace: Path) -> list[str]:
 
 
 def run(args: types.SimpleNamespace) -> int:
-    workspace = Path(args.workspace or os.environ.get("BUILD_WORKSPACE_DIRECTORY") or os.getcwd())
+    workspace = Path(args.workspace or workspace_root())
     bazel = default_bazel(workspace)
     label = experiment_label(args.experiment)
     try:

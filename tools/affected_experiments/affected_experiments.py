@@ -32,6 +32,7 @@ import types
 from absl import flags
 
 from launcher.cli import command
+from launcher.workspace import workspace_root
 from tools.affected_experiments import git_changes
 from tools.affected_experiments.bazel_query import (
     WORKSPACE_LABEL,
@@ -329,9 +330,7 @@ flags.DEFINE_string(
 
 
 def run(args: types.SimpleNamespace) -> int:
-    workspace = args.workspace or os.environ.get("BUILD_WORKSPACE_DIRECTORY")
-    if not workspace:
-        workspace = git_changes.git(os.getcwd(), "rev-parse", "--show-toplevel").strip()
+    workspace = args.workspace or str(workspace_root())
     report = compute(
         workspace,
         args.base,

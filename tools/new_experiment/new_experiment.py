@@ -17,7 +17,6 @@ and check `dry_run` shows a diff in the model section only.
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import textwrap
 import types
@@ -26,6 +25,7 @@ from pathlib import Path
 from absl import flags
 
 from launcher.cli import command
+from launcher.workspace import workspace_root
 
 NAME = re.compile(r"^base_[a-z0-9]+(_[a-z0-9]+)+$")
 SECTIONS = ("model", "dataset", "data_loader", "train_module", "trainer", "launch", "visualize")
@@ -218,7 +218,7 @@ flags.DEFINE_string(
 
 
 def run(args: types.SimpleNamespace) -> int:
-    workspace = args.workspace or os.environ.get("BUILD_WORKSPACE_DIRECTORY") or os.getcwd()
+    workspace = args.workspace or str(workspace_root())
     changes = tuple(part.strip() for part in args.changes.split(",") if part.strip())
     written = scaffold(Path(workspace), args.name, args.hypothesis, changes)
     name = args.name
