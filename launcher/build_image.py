@@ -13,9 +13,9 @@ import types
 
 from absl import flags
 
-from launcher import inputs
+from launcher import inputs, publish
 from launcher.cli import command
-from launcher.image import build, deps_layer
+from launcher.image import deps_layer
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string(
@@ -34,13 +34,7 @@ def run(args: types.SimpleNamespace) -> int:
     workspace = inputs.checkout()
     commit = inputs.commit(workspace, args.revision)
     settings = inputs.settings(workspace)
-    image = build.build_image(
-        workspace,
-        revision=commit,
-        flavor=flavor,
-        source_url=settings.image.source,
-        base_recipe=settings.image.base_recipe(),
-    )
+    image = publish.build_commit(workspace, commit, flavor, settings)
     print(f"{image.tag} {image.manifest_digest}")
     return 0
 

@@ -32,6 +32,19 @@ def ensure_registry(registry: clusters.RegistryConfig) -> None:
         services.Registry(services.default_state_root() / "registry", registry.host).start()
 
 
+def build_commit(
+    workspace: Path, commit: str, flavor: str, settings: clusters.Settings
+) -> build.BuiltImage:
+    """The image of `commit` as clusters.yaml's `image:` section describes it (cached layers)."""
+    return build.build_image(
+        workspace,
+        revision=commit,
+        flavor=flavor,
+        source_url=settings.image.source,
+        base_recipe=settings.image.base_recipe(),
+    )
+
+
 def publish_image(
     workspace: Path,
     commit: str,
@@ -56,12 +69,6 @@ def publish_image(
         ).ping()
     except registry_client.RegistryError as error:
         raise RegistryUnavailable(registry.url, error) from error
-    image = build.build_image(
-        workspace,
-        revision=commit,
-        flavor=flavor,
-        source_url=settings.image.source,
-        base_recipe=settings.image.base_recipe(),
-    )
+    image = build_commit(workspace, commit, flavor, settings)
     client = registry_client.RegistryClient(registry.url, repository)
     return image, registry_client.push_image(client, image, image.tag)
