@@ -2,10 +2,11 @@
 
 A config test must exercise the experiment's own classes (its encoder subclass, its loss
 choice, its modalities) but fit in seconds on 2 cores, so `tiny_config` keeps every class
-and shrinks only sizes: model width 32 and depth 1, 2-instance batches, a 64-token budget,
-16-pixel synthetic samples with 3 timesteps, no warmup, one step, no W&B. An in-loop
-evaluator keeps running, on the tiny samples (`tiny_evaluator`): the recipe's held-out tiles
-would be generated into the user's cache, which a Bazel test cannot write.
+and shrinks only sizes: models/train/tiny_run.py's tiny model size (width 32, depth 1) and
+16-pixel, 3-timestep synthetic samples (the one tiny setup that models/ tests use too),
+2-instance batches, a 64-token budget, no warmup, one step, no W&B. An in-loop evaluator keeps
+running, on the tiny samples (`tiny_evaluator`): the recipe's held-out tiles would be
+generated into the user's cache, which a Bazel test cannot write.
 """
 
 from __future__ import annotations
@@ -21,33 +22,37 @@ from experiments.framework.experiment_config import (
     ExperimentConfig,
     build_config,
 )
+from models.train.tiny_run import TINY_SIZE, TINY_TIMESTEPS, write_tiny_dataset
 
-TINY_WIDTH = 32
-TINY_HEADS = 2
+__all__ = [
+    "experiment_config",
+    "tiny_builders",
+    "tiny_config",
+    "tiny_evaluator",
+    "tiny_model",
+    "with_evaluator",
+    "write_tiny_dataset",
+]
+
 TINY_BATCH = 2
 TINY_TOKEN_BUDGET = 64
-TINY_IMAGE_SIZE = 16
-TINY_TIMESTEPS = 3
-
-
-def write_tiny_dataset(out: str | Path, num_samples: int = 4, seed: int = 0) -> Path:
-    """A few 16x16-pixel, 3-timestep synthetic samples of every training modality."""
-    from models.data import synthetic
-
-    config = synthetic.SyntheticEarthConfig(size=TINY_IMAGE_SIZE, timesteps=TINY_TIMESTEPS)
-    return synthetic.write_synthetic_dataset(out, num_samples, seed, config)
 
 
 def tiny_model(model: Any) -> Any:
-    """The same model config classes at width 32, depth 1, 2 heads."""
-    encoder = dataclasses.replace(model.encoder, width=TINY_WIDTH, depth=1, num_heads=TINY_HEADS)
+    """The same model config classes at tiny_run's TINY_SIZE (width 32, depth 1, 2 heads)."""
+    encoder = dataclasses.replace(
+        model.encoder,
+        width=TINY_SIZE.encoder_width,
+        depth=TINY_SIZE.encoder_depth,
+        num_heads=TINY_SIZE.encoder_heads,
+    )
     decoder = dataclasses.replace(
         model.decoder,
-        width=TINY_WIDTH,
-        depth=1,
-        num_heads=TINY_HEADS,
-        encoder_width=TINY_WIDTH,
-        output_width=TINY_WIDTH,
+        width=TINY_SIZE.decoder_width,
+        depth=TINY_SIZE.decoder_depth,
+        num_heads=TINY_SIZE.decoder_heads,
+        encoder_width=TINY_SIZE.encoder_width,
+        output_width=TINY_SIZE.encoder_width,
     )
     return dataclasses.replace(model, encoder=encoder, decoder=decoder)
 
@@ -100,7 +105,6 @@ def tiny_config(config: ExperimentConfig, h5_dir: str | Path, run_root: str | Pa
     # No warmup: at step 1 of 8000 the lr is 1.25e-8 and no weight visibly moves.
     train_module = dataclasses.replace(
         config.train_module,
-        global_batch_size=TINY_BATCH,
         microbatch_size=TINY_BATCH,
         scheduler=dataclasses.replace(config.train_module.scheduler, warmup_steps=0),
     )
