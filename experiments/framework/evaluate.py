@@ -5,22 +5,20 @@ Reported (and written to `<run>/eval/step_<N>.json`):
         fixed instances at patch size 4 and 8 x 8 patches, masked with a fixed seed, so
         numbers are comparable across checkpoints and across variants;
     embedding_std, effective_rank                  of the pooled embeddings of the unmasked
-        instances: a collapsed encoder has std near 0 and rank near 1;
-    knn_accuracy                                   leave-one-out 5-NN (cosine) on each
-        instance's majority WorldCover class, when the dataset's metadata has it (the
-        synthetic dataset does): a quick probe of whether embeddings know the land cover.
+        instances: a collapsed encoder has std near 0 and rank near 1.
 Then the downstream evaluation of models/eval (`downstream`): kNN, linear probe and
 segmentation probe of the frozen encoder on held-out synthetic land-cover tiles (the run's
 `trainer.callbacks.evaluator` config, so the scores are those its in-loop evaluation would
 give; the default EvaluatorConfig for a run without one; about 20 s for nano on 2 cores,
 the tiles generated once), recorded by models/eval in `<run>/eval/downstream_step_<N>.json`
-and in metrics.jsonl.
+and in metrics.jsonl. The kNN score is models/eval's alone (`eval/<task>/knn_accuracy`,
+models/eval/knn.py): one on the objective's 64 instances would score tiles the encoder trained
+on, in steps of 1/64, and disagree with it under the same name.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -39,8 +37,6 @@ EVAL_BATCH = 8
 EVAL_PATCH_SIZE = 4
 EVAL_PATCHES_PER_SIDE = 8
 EVAL_SEED = 20251121
-KNN_K = 5
-LABEL_COLUMN = "majority_worldcover_class"
 
 
 def effective_rank(embeddings: torch.Tensor) -> float:
@@ -53,34 +49,6 @@ def effective_rank(embeddings: torch.Tensor) -> float:
     p = singular / total
     p = p[p > 0]
     return float(torch.exp(-(p * p.log()).sum()))
-
-
-def knn_accuracy(embeddings: torch.Tensor, labels: list[str], k: int = KNN_K) -> float:
-    """Leave-one-out k-NN accuracy with cosine similarity and majority vote."""
-    normed = torch.nn.functional.normalize(embeddings.double(), dim=-1)
-    similarity = normed @ normed.T
-    similarity.fill_diagonal_(-math.inf)
-    k = min(k, len(labels) - 1)
-    neighbours = similarity.topk(k, dim=1).indices
-    correct = 0
-    for row, picks in enumerate(neighbours.tolist()):
-        votes = Counter(labels[j] for j in picks).most_common()
-        correct += votes[0][0] == labels[row]
-    return correct / len(labels)
-
-
-def _labels(dataset: Any, indices: tuple[int, ...]) -> list[str] | None:
-    from models.data import h5_format
-
-    rows = h5_format.read_metadata(dataset.h5_dir)
-    by_id = {int(row["sample_index"]): row for row in rows}
-    labels = []
-    for index in indices:
-        row = by_id.get(int(dataset.sample_indices[index]), {})
-        if not row.get(LABEL_COLUMN):
-            return None
-        labels.append(row[LABEL_COLUMN])
-    return labels
 
 
 @torch.no_grad()
@@ -115,10 +83,6 @@ def evaluate(config: ExperimentConfig, checkpoint: Path | None) -> dict[str, Any
     embeddings = torch.cat(pooled)
     metrics["embedding_std"] = float(embeddings.std(dim=0).mean())
     metrics["effective_rank"] = effective_rank(embeddings)
-    labels = _labels(dataset, indices)
-    if labels is not None and len(set(labels)) > 1:
-        metrics["knn_accuracy"] = knn_accuracy(embeddings, labels)
-        metrics["knn_majority_baseline"] = Counter(labels).most_common(1)[0][1] / len(labels)
     return {"step": step, "checkpoint": str(checkpoint) if checkpoint else None, **metrics}
 
 

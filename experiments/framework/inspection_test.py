@@ -4,6 +4,7 @@ instance is drawn, and a missing checkpoint falls back to the untrained model.""
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import math
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.framework import evaluate, inspection, testing, training, visualize
+from experiments.framework import cli, evaluate, inspection, testing, training, visualize
 
 NANO = importlib.import_module("experiments.nano")
 
@@ -45,12 +46,26 @@ def test_evaluate_is_deterministic_for_a_checkpoint(trained) -> None:
     assert first == second
 
 
-def test_knn_accuracy_and_effective_rank_measure_what_they_say() -> None:
-    embeddings = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
-    assert evaluate.knn_accuracy(embeddings, ["a", "a", "b", "b"], k=1) == 1.0
-    assert evaluate.knn_accuracy(embeddings, ["a", "b", "a", "b"], k=1) == 0.0
+def test_effective_rank_of_embeddings_on_a_line_is_one() -> None:
     line = torch.arange(8.0)[:, None] * torch.tensor([[1.0, 2.0, 3.0]])
     assert evaluate.effective_rank(line) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_evaluate_command_reports_one_knn_accuracy_the_downstream_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h5_dir = testing.write_tiny_dataset(tmp_path / "data", num_samples=6)
+    monkeypatch.setenv("BUILD_WORKSPACE_DIRECTORY", str(tmp_path / "ws"))
+    monkeypatch.delenv("TERRA_RUN_ROOT", raising=False)
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["evaluate", "nano_eval", "local", "--untrained"]
+    assert cli.run(testing.tiny_builders(NANO, h5_dir), argv, "nano", out, err) == 0, err.getvalue()
+    printed = [line.split()[0] for line in out.getvalue().splitlines() if line.startswith("  ")]
+    assert [key for key in printed if key.rpartition("/")[2] == "knn_accuracy"] == [
+        "eval/landcover/knn_accuracy"
+    ]
+    (written,) = (tmp_path / "ws" / "runs").glob("*/nano_eval/eval/step_0.json")
+    assert not [key for key in json.loads(written.read_text()) if "knn" in key]
 
 
 def test_visualize_draws_one_png_per_instance(trained, tmp_path: Path) -> None:
