@@ -83,7 +83,9 @@ def test_one_tiny_training_step_on_cpu_updates_the_model(
     model = tiny.model.build()
     before = {key: value.clone() for key, value in model.state_dict().items()}
     loader = tiny.data_loader.build_loader(tiny.dataset.build())
-    module = tiny.train_module.build(model, max_steps=1)
+    module = tiny.train_module.build(
+        model, max_steps=1, global_batch_size=tiny.data_loader.global_batch_size
+    )
     metrics = module.train_batch(next(iter(loader)), step=1)
     assert torch.isfinite(torch.tensor(metrics["loss"])) and metrics["loss"] > 0
     after = model.state_dict()

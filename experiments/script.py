@@ -113,7 +113,6 @@ def build_train_module_config(common: CommonComponents) -> TrainModuleConfig:
     return TrainModuleConfig(
         optimizer=AdamWConfig(lr=1e-4, weight_decay=0.02, betas=(0.9, 0.999), eps=1e-8),
         scheduler=CosineWithWarmupConfig(warmup_steps=8000, alpha_f=0.1),
-        global_batch_size=GLOBAL_BATCH_SIZE,
         microbatch_size=MICROBATCH_SIZE,
         patch_loss=ModalityPatchDiscriminationLossConfig(tau=0.1),
         contrastive=InfoNCELossConfig(tau=0.1, weight=0.1),
@@ -174,7 +173,6 @@ def for_local_cpu(common: CommonComponents, config: Any) -> Any:
     if isinstance(config, TrainModuleConfig):
         return dataclasses.replace(
             config,
-            global_batch_size=CPU_QUICKSTART_BATCH,
             microbatch_size=CPU_QUICKSTART_BATCH,
             scheduler=dataclasses.replace(
                 config.scheduler, warmup_steps=CPU_QUICKSTART_WARMUP_STEPS

@@ -86,14 +86,29 @@ def test_launch_refuses_a_run_name_without_the_variant_before_launching() -> Non
     assert status == 2 and "does not contain the experiment name 'base'" in err
 
 
-def test_linked_batch_sizes_move_together() -> None:
-    invocation = resolution.resolve(
-        Builders.from_module(BASE),
-        ["dry_run", "base_a", "local", "--train_module.global_batch_size=64"],
-        "base",
-    )
-    assert invocation.config.data_loader.global_batch_size == 64
-    assert invocation.config.train_module.global_batch_size == 64
+def test_both_batch_size_flags_set_the_loaders_global_batch() -> None:
+    for flag in ("--train_module.global_batch_size=64", "--data_loader.global_batch_size=64"):
+        invocation = resolution.resolve(
+            Builders.from_module(BASE), ["dry_run", "base_a", "local", flag], "base"
+        )
+        assert invocation.config.data_loader.global_batch_size == 64
+        assert [a.path for a in invocation.applied] == ["data_loader.global_batch_size"]
+        assert "global_batch_size" not in invocation.config.as_dict()["train_module"]
+
+
+def test_the_two_batch_size_flags_together_are_refused() -> None:
+    with pytest.raises(cli.ov.OverrideError, match="global_batch_size"):
+        resolution.resolve(
+            Builders.from_module(BASE),
+            [
+                "dry_run",
+                "base_a",
+                "local",
+                "--train_module.global_batch_size=64",
+                "--data_loader.global_batch_size=32",
+            ],
+            "base",
+        )
 
 
 def test_the_seed_is_the_trainers_and_seed_is_its_alias() -> None:
@@ -124,6 +139,7 @@ def test_the_cli_surface_is_frozen() -> None:
         "trainer.callbacks.checkpointer.",
         "trainer.callbacks.progress.",
         "seed",
+        "train_module.global_batch_size",
     }
     assert set(resolution.REFUSED) == {"model", "experiment", "run_name", "cluster"}
 

@@ -64,7 +64,7 @@ def test_every_differing_field_is_reported_once() -> None:
         return dataclasses.replace(config, seed=1, global_batch_size=256)
 
     def build_train_module_config(common):
-        return dataclasses.replace(BASE.build_train_module_config(common), global_batch_size=256)
+        return dataclasses.replace(BASE.build_train_module_config(common), microbatch_size=16)
 
     variant = make_variant(
         "base_half_batch",
@@ -76,7 +76,7 @@ def test_every_differing_field_is_reported_once() -> None:
     assert paths == [
         "data_loader.global_batch_size",
         "data_loader.seed",
-        "train_module.global_batch_size",
+        "train_module.microbatch_size",
     ]
 
 

@@ -1,9 +1,9 @@
 """From a command line to a resolved experiment config: overrides, aliases, names.
 
 `resolve(builders, argv, experiment)` parses `SUBCOMMAND RUN_NAME CLUSTER [--k=v ...]`,
-runs the builders, applies the overrides (strict, typed; see overrides.py), keeps linked
-fields equal and checks the guide's naming rules. The alias table and the refused
-sections below are the frozen part of the CLI (cli_test.py pins them).
+runs the builders, applies the overrides (strict, typed; see overrides.py) and checks the
+guide's naming rules. The alias table and the refused sections below are the frozen part
+of the CLI (cli_test.py pins them).
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ ALIASES: dict[str, ov.Alias] = {
     "trainer.callbacks.checkpointer.": ov.Alias("trainer.checkpointer."),
     "trainer.callbacks.progress.": ov.Alias("trainer.progress."),
     "seed": ov.Alias("trainer.seed", help="the model initialisation seed"),
+    # The global batch is the data loader's field alone (the train module is built for it);
+    # the train module's old path keeps working.
+    "train_module.global_batch_size": ov.Alias(
+        "data_loader.global_batch_size", help="samples per optimizer step over all ranks"
+    ),
 }
 """The guide's names for fields whose real place is an implementation detail."""
 
@@ -85,10 +90,6 @@ FLAGS = {"--resume": ("train", "launch"), "--untrained": ("evaluate", "visualize
 --resume     continue an existing run of the same setup (identity.py)
 --untrained  evaluate or draw the untrained model of a run that has no checkpoint"""
 
-LINKED_FIELDS = (("train_module.global_batch_size", "data_loader.global_batch_size"),)
-"""Fields that must hold the same value: overriding one sets the other."""
-
-
 class UsageError(ValueError):
     """The command line is wrong; exit status 2."""
 
@@ -109,25 +110,6 @@ class Invocation:
     warnings: list[str] = dataclasses.field(default_factory=list)
     resume: bool = False
     untrained: bool = False
-
-
-def _sync_linked(config: Any, applied: list[ov.AppliedOverride]) -> Any:
-    touched = {a.path for a in applied}
-    for first, second in LINKED_FIELDS:
-        try:
-            a, b = ov.get_path(config, first), ov.get_path(config, second)
-        except KeyError:
-            continue
-        if a == b:
-            continue
-        if first in touched and second in touched:
-            raise ov.OverrideError(
-                f"--{first}={a} and --{second}={b} disagree; they must be equal (give one)"
-            )
-        source, target = (first, second) if first in touched else (second, first)
-        value = ov.get_path(config, source)
-        config, _ = ov.apply_overrides(config, [ov.Override(target, str(value))])
-    return config
 
 
 def resolve(builders: Builders, argv: Sequence[str], experiment: str) -> Invocation:
@@ -200,6 +182,5 @@ def resolve(builders: Builders, argv: Sequence[str], experiment: str) -> Invocat
 def apply_cli_overrides(
     config: ExperimentConfig, overrides: Sequence[ov.Override]
 ) -> tuple[ExperimentConfig, list[ov.AppliedOverride]]:
-    """Overrides with the CLI's aliases and refusals, then linked fields made equal."""
-    config, applied = ov.apply_overrides(config, overrides, ALIASES, REFUSED)
-    return _sync_linked(config, applied), applied
+    """Overrides with the CLI's aliases and refusals."""
+    return ov.apply_overrides(config, overrides, ALIASES, REFUSED)

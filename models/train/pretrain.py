@@ -82,12 +82,8 @@ class PretrainConfigLike(Protocol):
 
 
 def check_consistency(config: PretrainConfigLike) -> None:
-    """Fields that several components must agree on."""
-    if config.data_loader.global_batch_size != config.train_module.global_batch_size:
-        raise ValueError(
-            f"data_loader.global_batch_size ({config.data_loader.global_batch_size}) must "
-            f"equal train_module.global_batch_size ({config.train_module.global_batch_size})"
-        )
+    """Fields that several components must agree on (the global batch has one field, the
+    loader's, so only its split into microbatches is checked, by the train module)."""
     encoder = config.model.encoder
     loader = config.data_loader
     if loader.max_patch_size > encoder.max_patch_size:
@@ -129,7 +125,9 @@ def build_trainer(
     masking = config.masking.build()
     loader = config.data_loader.build(dataset, masking, rank=env.rank, world_size=env.world_size)
     max_steps = config.trainer.max_duration.to_steps(len(loader))
-    module = config.train_module.build(model, max_steps, device, env)
+    module = config.train_module.build(
+        model, max_steps, device, env, global_batch_size=config.data_loader.global_batch_size
+    )
     return config.trainer.build(module, loader, env, callbacks, config_to_save=config)
 
 

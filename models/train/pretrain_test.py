@@ -105,14 +105,10 @@ def test_a_run_folder_held_by_a_live_process_is_refused(data_dir: Path, tmp_path
         holder.wait()
 
 
-def test_inconsistent_batch_sizes_and_patch_sizes_are_rejected(
+def test_patch_sizes_outside_the_encoders_range_are_rejected(
     data_dir: Path, tmp_path: Path
 ) -> None:
     config = tiny_run.tiny_config(data_dir, tmp_path, "bad", steps=1)
-    with pytest.raises(ValueError, match="global_batch_size"):
-        dataclasses.replace(
-            config, train_module=dataclasses.replace(config.train_module, global_batch_size=8)
-        )
     with pytest.raises(ValueError, match="max_patch_size"):
         dataclasses.replace(
             config, data_loader=dataclasses.replace(config.data_loader, max_patch_size=4)

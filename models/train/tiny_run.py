@@ -110,7 +110,6 @@ def tiny_config(
         train_module=TrainModuleConfig(
             optimizer=AdamWConfig(lr=lr),
             scheduler=CosineWithWarmupConfig(warmup_steps=warmup_steps),
-            global_batch_size=global_batch_size,
             microbatch_size=microbatch_size,
         ),
         trainer=TrainerConfig(
@@ -178,7 +177,11 @@ def build_rank_merged_trainer(
         [config.data_loader.build(dataset, masking, rank=r, world_size=ranks) for r in range(ranks)]
     )
     module = config.train_module.build(
-        model, config.trainer.max_duration.to_steps(len(loader)), torch.device("cpu"), env
+        model,
+        config.trainer.max_duration.to_steps(len(loader)),
+        torch.device("cpu"),
+        env,
+        global_batch_size=config.data_loader.global_batch_size,
     )
     return config.trainer.build(module, loader, env, callbacks, config_to_save=config)
 

@@ -88,10 +88,9 @@ class TrainModuleConfig(Configurable["TrainModule"]):
     Attributes:
         optimizer: AdamW settings (recipe: lr 1e-4, weight decay 0.02).
         scheduler: warmup + cosine schedule (recipe: 8000 warmup steps, alpha_f 0.1).
-        global_batch_size: samples per optimizer step over all ranks (recipe: 512).
         microbatch_size: samples per forward/backward on one rank (recipe: 32); a rank's
-            share `global_batch_size / world_size` must be a multiple of it. InfoNCE
-            negatives come from one microbatch only.
+            share of the global batch must be a multiple of it. InfoNCE negatives come
+            from one microbatch only.
         patch_loss: token loss (v1: modality patch discrimination, tau 0.1; v1.1: the
             masked-negatives variant).
         contrastive: InfoNCE between the two views' pooled vectors (v1 weight 0.1); None
@@ -100,11 +99,15 @@ class TrainModuleConfig(Configurable["TrainModule"]):
         autocast: "auto" = bf16 autocast on GPU and none on CPU; "bfloat16"; "none".
         find_unused_parameters: DDP option; needed when some parameters get no gradient
             in a step (e.g. the patch embedding of a modality absent from the batch).
+
+    The global batch (samples per optimizer step over all ranks) is the data loader's
+    `global_batch_size`, its one field: `build` receives it. Files written before held a
+    copy here, which `upgrade_retired_fields` drops (pretraining refused to start unless
+    the two were equal, so no run's setup is lost).
     """
 
     optimizer: AdamWConfig = dataclasses.field(default_factory=AdamWConfig)
     scheduler: CosineWithWarmupConfig = dataclasses.field(default_factory=CosineWithWarmupConfig)
-    global_batch_size: int = 512
     microbatch_size: int = 32
     patch_loss: (
         ModalityPatchDiscriminationLossConfig | MaskedNegativesPatchDiscriminationLossConfig
@@ -117,18 +120,9 @@ class TrainModuleConfig(Configurable["TrainModule"]):
     find_unused_parameters: bool = True
 
     def __post_init__(self) -> None:
-        if self.global_batch_size < 1:
-            raise ValueError(
-                f"TrainModuleConfig.global_batch_size must be >= 1, got {self.global_batch_size}"
-            )
         if self.microbatch_size < 1:
             raise ValueError(
                 f"TrainModuleConfig.microbatch_size must be >= 1, got {self.microbatch_size}"
-            )
-        if self.global_batch_size % self.microbatch_size:
-            raise ValueError(
-                f"TrainModuleConfig.global_batch_size ({self.global_batch_size}) must be a "
-                f"multiple of microbatch_size ({self.microbatch_size})"
             )
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(
@@ -140,15 +134,22 @@ class TrainModuleConfig(Configurable["TrainModule"]):
                 f"{self.autocast!r}"
             )
 
-    def rank_batch_size(self, world_size: int) -> int:
-        """Samples per step on one rank; checks the batch divides over ranks evenly."""
-        if self.global_batch_size % (self.microbatch_size * world_size):
+    @classmethod
+    def upgrade_retired_fields(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Plain data of an older file in today's fields (models/config's engine calls this):
+        the retired copy of the global batch goes (the class docstring says why)."""
+        return {key: value for key, value in data.items() if key != "global_batch_size"}
+
+    def rank_batch_size(self, global_batch_size: int, world_size: int) -> int:
+        """Samples per step on one rank; checks the global batch (the data loader's) is
+        positive and splits evenly into microbatches on every rank."""
+        if global_batch_size < 1 or global_batch_size % (self.microbatch_size * world_size):
             raise ValueError(
-                f"TrainModuleConfig.global_batch_size ({self.global_batch_size}) must be a "
-                f"multiple of microbatch_size ({self.microbatch_size}) x world size "
-                f"({world_size})"
+                f"the global batch ({global_batch_size}, data_loader.global_batch_size) must "
+                f"be a positive multiple of train_module.microbatch_size "
+                f"({self.microbatch_size}) x world size ({world_size})"
             )
-        return self.global_batch_size // world_size
+        return global_batch_size // world_size
 
     def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
         if self.autocast == "bfloat16" or (self.autocast == "auto" and device.type == "cuda"):
@@ -161,12 +162,15 @@ class TrainModuleConfig(Configurable["TrainModule"]):
         max_steps: int,
         device: torch.device | None = None,
         env: distributed.DistributedEnv | None = None,
+        *,
+        global_batch_size: int,
     ) -> ContrastiveLatentMIMTrainModule:
-        """The train module for `model` (moved to `device`), scheduled over `max_steps`."""
+        """The train module for `model` (moved to `device`), scheduled over `max_steps`,
+        stepping on batches of `global_batch_size` samples over all ranks (the loader's)."""
         env = env or distributed.DistributedEnv()
-        self.rank_batch_size(env.world_size)
+        self.rank_batch_size(global_batch_size, env.world_size)
         return ContrastiveLatentMIMTrainModule(
-            self, model, max_steps, device or torch.device("cpu"), env
+            self, model, max_steps, device or torch.device("cpu"), env, global_batch_size
         )
 
 
@@ -221,12 +225,14 @@ class ContrastiveLatentMIMTrainModule:
         max_steps: int,
         device: torch.device,
         env: distributed.DistributedEnv,
+        global_batch_size: int,
     ) -> None:
         self.config = config
         self.device = device
         self.env = env
         self.model = model.to(device)
-        self.rank_batch_size = config.rank_batch_size(env.world_size)
+        self.global_batch_size = global_batch_size
+        self.rank_batch_size = config.rank_batch_size(global_batch_size, env.world_size)
         self.optimizer = config.optimizer.build(self.model)
         self.scheduler = config.scheduler.build(self.optimizer, max_steps)
         self.max_steps = max_steps
@@ -295,7 +301,7 @@ class ContrastiveLatentMIMTrainModule:
             raise ValueError(
                 f"step {step}: got views of {view_a.batch_size} and {view_b.batch_size} "
                 f"samples; this rank needs {self.rank_batch_size} (global batch "
-                f"{self.config.global_batch_size} over {self.env.world_size} ranks)"
+                f"{self.global_batch_size} over {self.env.world_size} ranks)"
             )
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -335,7 +341,7 @@ class ContrastiveLatentMIMTrainModule:
             **values,
             "patch_disc": (values["patch_disc_a"] + values["patch_disc_b"]) / 2,
             "lr": lr,
-            "samples": float(self.config.global_batch_size),
+            "samples": float(self.global_batch_size),
             "tokens": float(tokens),
             "tokens_seen": float(self.tokens_seen),
             "patch_size": float(patch_size),

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 
+from models.config import serialization
 from models.data.loader import EarthDataLoader
 from models.modalities.samples import MaskValue
 from models.train import tiny_run
@@ -32,10 +33,15 @@ def _loader(config) -> EarthDataLoader:
     return config.data_loader.build(config.dataset.build(), config.masking.build())
 
 
-def _module(config, **changes) -> ContrastiveLatentMIMTrainModule:
+def _module(config, global_batch_size=None, **changes) -> ContrastiveLatentMIMTrainModule:
+    """The tiny run's train module; the global batch is its loader's unless given."""
     torch.manual_seed(0)
     module_config = dataclasses.replace(config.train_module, **changes)
-    return module_config.build(config.model.build(), max_steps=10)
+    return module_config.build(
+        config.model.build(),
+        max_steps=10,
+        global_batch_size=global_batch_size or config.data_loader.global_batch_size,
+    )
 
 
 def test_a_step_reports_consistent_losses_and_moves_only_trainable_weights(tiny) -> None:
@@ -120,7 +126,6 @@ def test_a_batch_of_the_wrong_size_is_rejected(tiny) -> None:
 @pytest.mark.parametrize(
     "changes, field",
     [
-        ({"global_batch_size": 6, "microbatch_size": 4}, "global_batch_size"),
         ({"microbatch_size": 0}, "microbatch_size"),
         ({"max_grad_norm": 0.0}, "max_grad_norm"),
         ({"autocast": "fp16"}, "autocast"),
@@ -132,10 +137,25 @@ def test_invalid_configs_are_rejected_naming_the_field(changes: dict, field: str
 
 
 def test_ranks_must_split_the_global_batch_into_whole_microbatches() -> None:
-    config = TrainModuleConfig(global_batch_size=8, microbatch_size=4)
-    assert config.rank_batch_size(2) == 4
-    with pytest.raises(ValueError, match="world size"):
-        config.rank_batch_size(4)
+    config = TrainModuleConfig(microbatch_size=4)
+    assert config.rank_batch_size(8, world_size=2) == 4
+    for global_batch, world_size in ((8, 4), (6, 1), (0, 1)):
+        with pytest.raises(ValueError, match="data_loader.global_batch_size"):
+            config.rank_batch_size(global_batch, world_size)
+
+
+def test_a_train_module_is_built_for_the_loaders_global_batch(tiny) -> None:
+    with pytest.raises(ValueError, match=r"global batch \(6, data_loader"):
+        _module(tiny, global_batch_size=6, microbatch_size=4)
+    assert _module(tiny, global_batch_size=8, microbatch_size=2).rank_batch_size == 8
+
+
+def test_a_file_with_the_retired_train_module_batch_size_loads_without_it() -> None:
+    # Files written before the loader held the one global batch had a copy here, which
+    # pretraining required to equal the loader's: dropping it loses nothing.
+    old = serialization.to_dict(TrainModuleConfig(microbatch_size=4))
+    old["global_batch_size"] = 8
+    assert serialization.from_dict(old) == TrainModuleConfig(microbatch_size=4)
 
 
 def test_autocast_auto_is_bf16_on_gpu_and_off_on_cpu() -> None:

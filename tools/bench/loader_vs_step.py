@@ -53,9 +53,13 @@ def step_samples_per_second(size: str, fetched, batch_size: int):
     module = TrainModuleConfig(
         optimizer=AdamWConfig(),
         scheduler=CosineWithWarmupConfig(warmup_steps=10),
-        global_batch_size=batch_size,
         microbatch_size=batch_size,
-    ).build(model, max_steps=len(fetched) + 1, env=distributed.DistributedEnv())
+    ).build(
+        model,
+        max_steps=len(fetched) + 1,
+        env=distributed.DistributedEnv(),
+        global_batch_size=batch_size,
+    )
     module.train_batch(fetched[0], step=1)  # warm-up
     times = []
     for step, batch in enumerate(fetched[1:], start=2):

@@ -95,7 +95,6 @@ def example_config(experiment: str, args: types.SimpleNamespace) -> Any:
         ),
         train_module=dataclasses.replace(
             train_module,
-            global_batch_size=batch,
             microbatch_size=batch,
             optimizer=dataclasses.replace(train_module.optimizer, lr=1e-3),
             scheduler=dataclasses.replace(train_module.scheduler, warmup_steps=10),
