@@ -113,10 +113,12 @@ def test_differs_from_base_only_in_declared_sections(
     """On `local` and on a GPU cluster: builders may depend on the cluster (nano's CPU step)."""
     if name == "base":
         pytest.skip("base is the reference")
-    roots = {"gpu_cluster": {"run_root": str(tmp_path / "runs"), "data_dir": str(tmp_path)}}
-    monkeypatch.setattr(clusters, "_launcher_lookup", lambda: roots.get)
+    roots = {"gpu_cluster": clusters.launcher_api.ClusterRoots(tmp_path / "runs", tmp_path)}
+    monkeypatch.setattr(clusters.launcher_api, "cluster_roots", roots.get)
     monkeypatch.delenv("TERRA_RUN_ROOT", raising=False)
-    hygiene.assert_hygienic(_module(name), _module("base"), clusters=(cluster,))
+    module = _module(name)
+    assert module.baseline is _module("base"), "a variant imports base as its baseline"
+    hygiene.assert_hygienic(module, module.baseline, clusters=(cluster,))
 
 
 def test_variant_file_is_a_small_derivation(name: str) -> None:
