@@ -43,6 +43,7 @@ from models.losses.info_nce import InfoNCELossConfig
 from models.losses.patch_discrimination import ModalityPatchDiscriminationLossConfig
 from models.modalities import modalities
 from models.train.callbacks.checkpointer import CheckpointerConfig
+from models.train.callbacks.defaults import default_callbacks
 from models.train.optim import AdamWConfig, CosineWithWarmupConfig
 from models.train.rng import DEFAULT_MODEL_SEED
 from models.train.run_dir import RunDirConfig
@@ -125,18 +126,19 @@ def build_trainer_config(common: CommonComponents) -> TrainerConfig:
         run=RunDirConfig(project=common.wandb_project, name=common.run_name, root=common.run_root),
         max_duration=Duration.epochs(300),
         seed=DEFAULT_MODEL_SEED,
-        checkpointer=CheckpointerConfig(
-            interval=250, keep_last=1, permanent_interval=PERMANENT_CHECKPOINT_INTERVAL
-        ),
-        # Every variant is scored the same way, so `tools/compare` can set their downstream
-        # scores side by side. A nano evaluation takes about 20 s on 2 CPU cores (held-out
-        # tiles generated once per machine); the quickstart gets one, after its last step.
         callbacks={
+            **default_callbacks(),
+            "checkpointer": CheckpointerConfig(
+                interval=250, keep_last=1, permanent_interval=PERMANENT_CHECKPOINT_INTERVAL
+            ),
+            # Every variant is scored the same way, so `tools/compare` can set their downstream
+            # scores side by side. A nano evaluation takes about 20 s on 2 CPU cores (held-out
+            # tiles generated once per machine); the quickstart gets one, after its last step.
             "evaluator": EvaluatorCallbackConfig(
                 evaluator=EvaluatorConfig(),
                 interval=PERMANENT_CHECKPOINT_INTERVAL,
                 at_end=True,
-            )
+            ),
         },
     )
 

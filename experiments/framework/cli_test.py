@@ -135,9 +135,9 @@ def test_the_cli_surface_is_frozen() -> None:
     assert set(resolution.ALIASES) == {
         "trainer.max_steps",
         "trainer.callbacks.wandb.project",
-        "trainer.callbacks.wandb.",
-        "trainer.callbacks.checkpointer.",
-        "trainer.callbacks.progress.",
+        "trainer.wandb.",
+        "trainer.checkpointer.",
+        "trainer.progress.",
         "seed",
         "train_module.global_batch_size",
     }

@@ -17,9 +17,9 @@ numbers would mix two setups. Pick another run name for another setup.
 Volatile fields, which neither name the setup nor change what a step computes, are left
 out of the hash, so they may change on an explicit resume:
     trainer.max_duration   train a finished run further (`--trainer.max_steps=2000`)
-    trainer.progress       how often the progress line prints
-    trainer.wandb          where and how metrics are mirrored (mode, tags, replayed steps);
-                           its project and run name cannot be overridden (resolution.py)
+    trainer.callbacks.progress   how often the progress line prints
+    trainer.callbacks.wandb      where and how metrics are mirrored (mode, tags, replayed
+                           steps); its project and run name cannot be overridden (resolution.py)
     launch                 nodes, GPUs, partitions, priority (a requeue may land elsewhere)
     visualize              what `visualize` draws
     trainer.run            the run folder itself (root, project, name: the identity's key)
@@ -54,8 +54,8 @@ VOLATILE = (
     "visualize",
     "trainer.run",
     "trainer.max_duration",
-    "trainer.progress",
-    "trainer.wandb",
+    "trainer.callbacks.progress",
+    "trainer.callbacks.wandb",
     "dataset.h5_dir",
 )
 """Dotted prefixes left out of the config hash (module docstring says why)."""

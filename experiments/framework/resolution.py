@@ -51,9 +51,11 @@ ALIASES: dict[str, ov.Alias] = {
     "trainer.callbacks.wandb.project": ov.Alias(
         "trainer.run.project", help="the W&B project, also the run folder's parent"
     ),
-    "trainer.callbacks.wandb.": ov.Alias("trainer.wandb."),
-    "trainer.callbacks.checkpointer.": ov.Alias("trainer.checkpointer."),
-    "trainer.callbacks.progress.": ov.Alias("trainer.progress."),
+    # The callbacks' configs live under trainer.callbacks.<name> (so --trainer.callbacks.
+    # wandb.mode is a real path); the paths they had before keep working.
+    "trainer.wandb.": ov.Alias("trainer.callbacks.wandb."),
+    "trainer.checkpointer.": ov.Alias("trainer.callbacks.checkpointer."),
+    "trainer.progress.": ov.Alias("trainer.callbacks.progress."),
     "seed": ov.Alias("trainer.seed", help="the model initialisation seed"),
     # The global batch is the data loader's field alone (the train module is built for it);
     # the train module's old path keeps working.

@@ -29,7 +29,7 @@ from experiments.framework import data, identity
 from experiments.framework.errors import CommandError
 from experiments.framework.experiment_config import ExperimentConfig
 from experiments.framework.overrides import AppliedOverride
-from models.train.callbacks.callback import Callback
+from models.train.callbacks.callback import Callback, Phase
 
 if TYPE_CHECKING:
     from experiments.framework.resolution import Invocation
@@ -89,11 +89,11 @@ class RunRecordCallback(Callback):
 
     It is a models.train Callback; written here (not at parse time) so a second process
     that fails to take the run folder's lock never overwrites the first one's records.
+    It writes in `pre_train`, which the trainer calls after it resumed: `trainer.step` is
+    then the step this start continues from (provenance's `resumed_at_step`).
     """
 
-    # After the checkpointer's pre_train (-100), which resumes: `trainer.step` is then the
-    # step this start continues from (at 90 it was always 0, the value before the resume).
-    priority = -110
+    phase = Phase.RECORD
 
     def __init__(
         self,
@@ -166,13 +166,14 @@ class RunIdentityCallback(Callback):
     """Claims the run folder for this setup before anything reads or writes it (rank 0).
 
     The command line checked the identity already (a fast, clear refusal); this repeats
-    the check under the run folder's lock, which the trainer takes before `pre_train`, so
+    the check under the run folder's lock, which the trainer takes before `open_run`, so
     two starts racing for one new name cannot both pass: the second sees the first's
-    identity.json. It runs first of all callbacks: before the checkpointer resumes, the
-    config saver writes config.yaml and W&B picks its run id.
+    identity.json. It runs in `open_run`, the first hook: before the trainer resumes from
+    (or cleans up) the folder's checkpoints, the config saver writes config.yaml and W&B
+    picks its run id; and first within it (phase CLAIM).
     """
 
-    priority = 1000
+    phase = Phase.CLAIM
 
     def __init__(
         self, fingerprint: identity.Fingerprint, resume: bool, job_id: str | None, label: str
@@ -183,7 +184,7 @@ class RunIdentityCallback(Callback):
         self.label = label
         self.claim: identity.Claim | None = None
 
-    def pre_train(self) -> None:
+    def open_run(self) -> None:
         if not self.trainer.is_main:
             return
         run_path = Path(self.trainer.run_dir.path)
@@ -196,7 +197,10 @@ class RunIdentityCallback(Callback):
 
 
 class LastMetricsCallback(Callback):
-    """Keeps the metrics of the newest step (for the closing summary)."""
+    """Keeps the metrics of the newest step (for the closing summary); OBSERVE: after the
+    evaluator added its scores."""
+
+    phase = Phase.OBSERVE
 
     def __init__(self) -> None:
         self.metrics: dict[str, float] = {}
@@ -265,13 +269,6 @@ def train(
         final_metrics=last.metrics,
         checkpoints=[path for _, path in checkpoint.list_complete(run_dir / "checkpoints")],
     )
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def summary(result: TrainResult, config: ExperimentConfig) -> str:

@@ -138,3 +138,30 @@ def test_provenance_records_the_step_each_start_resumed_from(tmp_path: Path) -> 
         result = training.train(run_config, callbacks=[record])
     starts = json.loads((result.run_dir / "provenance.json").read_text())["starts"]
     assert [start["resumed_at_step"] for start in starts] == [0, 1]
+
+
+def test_a_refused_identity_stops_the_start_before_resume_or_records_touch_the_run(
+    tmp_path: Path,
+) -> None:
+    from experiments.framework import identity
+
+    h5_dir = testing.write_tiny_dataset(tmp_path / "data")
+    config, _ = testing.experiment_config(NANO)
+    run_config = testing.tiny_config(config, h5_dir, tmp_path / "runs")
+
+    def start(commit: str) -> training.TrainResult:
+        fingerprint = identity.Fingerprint.of("nano", commit, run_config.as_dict())
+        claim = training.RunIdentityCallback(fingerprint, True, None, "nano run")
+        record = training.RunRecordCallback("nano", "local", [], tmp_path)
+        return training.train(run_config, callbacks=[claim, record])
+
+    run_dir = start("commit-a").run_dir
+    # An interrupted checkpoint write: the resume would delete it, so it shows whether
+    # the resume ran before the refusal.
+    leftover = run_dir / "checkpoints" / ".tmp-step_9-1-dead"
+    leftover.mkdir()
+    before = {name: (run_dir / name).read_text() for name in ("config.yaml", "provenance.json")}
+    with pytest.raises(identity.RunIdentityError):
+        start("commit-b")  # another commit: another setup, refused even with --resume
+    assert leftover.exists()
+    assert {name: (run_dir / name).read_text() for name in before} == before

@@ -2,9 +2,9 @@
 
 Every `interval` steps (and after the last step), rank 0 scores the online encoder of the
 model being trained with an `Evaluator` and adds the scores (`eval/<task>/<metric>`) to the
-step's metrics. The callback runs before the metrics writer and the W&B logger (priority 60
-> 50 > 30), so the scores travel the trainer's own logging path into metrics.jsonl and W&B
-with the step they belong to; an evaluation step must therefore be a logging step, which
+step's metrics. The callback runs in the MEASURE phase, before the metrics writer and the
+W&B logger (LOG), so the scores travel the trainer's own logging path into metrics.jsonl and
+W&B with the step they belong to; an evaluation step must therefore be a logging step, which
 `pre_train` checks (`interval` a multiple of the trainer's log_interval).
 
 Task data is loaded (generated, for the synthetic tasks, on a machine's first use) before the
@@ -23,14 +23,15 @@ import dataclasses
 import logging
 import time
 
+from models.config.configurable import Configurable
 from models.eval.evaluator import Evaluator, EvaluatorConfig, encoder_of
-from models.train.callbacks.callback import Callback, Metrics
+from models.train.callbacks.callback import Callback, Metrics, Phase
 
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
-class EvaluatorCallbackConfig:
+@dataclasses.dataclass(kw_only=True)
+class EvaluatorCallbackConfig(Configurable["EvaluatorCallback"]):
     """Attributes:
     evaluator: tasks and methods.
     interval: evaluate after every `interval` steps (>= 1).
@@ -54,7 +55,7 @@ class EvaluatorCallbackConfig:
 class EvaluatorCallback(Callback):
     """See the module docstring."""
 
-    priority = 60
+    phase = Phase.MEASURE
 
     def __init__(self, config: EvaluatorCallbackConfig) -> None:
         self.config = config
@@ -62,7 +63,7 @@ class EvaluatorCallback(Callback):
         self.history: list[tuple[int, dict[str, float]]] = []
 
     def pre_train(self) -> None:
-        log_interval = int(getattr(self.trainer.config, "log_interval", 1))
+        log_interval = self.trainer.log_interval
         if self.config.interval % log_interval:
             raise ValueError(
                 f"EvaluatorCallbackConfig.interval ({self.config.interval}) must be a multiple "

@@ -13,8 +13,10 @@ from models.eval.evaluator import EvaluatorConfig, evaluate_checkpoint
 from models.eval.knn import KnnConfig
 from models.eval.landcover import LandCoverTaskConfig
 from models.eval.linear_probe import LinearProbeConfig
-from models.train import pretrain, tiny_run
+from models.train import distributed, pretrain, tiny_run
 from models.train.callbacks.callback import Callback
+from models.train.callbacks.metrics_logger import MetricsLoggerCallback
+from models.train.callbacks.wandb_logger import WandbCallback, WandbConfig
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def test_other_ranks_and_steps_between_evaluations_add_nothing(tiny_data: Path) 
     trainer = types.SimpleNamespace(
         is_main=True,
         max_steps=10,
-        config=types.SimpleNamespace(log_interval=1),
+        log_interval=1,
         train_module=types.SimpleNamespace(model=model),
     )
     callback = callback_lib.EvaluatorCallbackConfig(evaluator=_evaluator(tiny_data), interval=5)
@@ -69,9 +71,25 @@ def test_other_ranks_and_steps_between_evaluations_add_nothing(tiny_data: Path) 
     assert metrics == {"loss": 1.0}
 
 
+def test_the_evaluator_runs_before_the_metrics_writer_and_wandb(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    # Its scores join the step's metrics before metrics.jsonl and W&B write them.
+    config = tiny_run.tiny_config(tiny_data, tmp_path, "order", steps=1, global_batch_size=2)
+    config.trainer.callbacks["evaluator"] = callback_lib.EvaluatorCallbackConfig(
+        evaluator=_evaluator(tiny_data)
+    )
+    config.trainer.wandb = WandbConfig(mode="disabled")  # built, never started
+    env = distributed.DistributedEnv(rank=0, world_size=1, local_rank=0)
+    trainer = pretrain.build_trainer(config, env, torch.device("cpu"))
+    order = [type(callback) for callback in trainer.callbacks]
+    evaluator = order.index(callback_lib.EvaluatorCallback)
+    assert evaluator < order.index(MetricsLoggerCallback) < order.index(WandbCallback)
+
+
 def test_an_interval_that_skips_logging_steps_is_refused() -> None:
     callback = callback_lib.EvaluatorCallbackConfig(interval=3).build()
-    callback.attach(types.SimpleNamespace(config=types.SimpleNamespace(log_interval=2)))
+    callback.attach(types.SimpleNamespace(log_interval=2))
     with pytest.raises(ValueError, match="multiple of the trainer's log_interval"):
         callback.pre_train()
 

@@ -1,6 +1,7 @@
 """A run killed with SIGKILL resumes from its last checkpoint and continues exactly as
 an uninterrupted run (CPU, deterministic, subprocesses of models.train.tiny_run); one whose
-newest checkpoint does not load resumes, just as exactly, from the one before."""
+newest checkpoint does not load resumes, just as exactly, from the one before. The choice
+of checkpoint (`Trainer.resume`) is tested on its own with a counter for a model."""
 
 import json
 import logging
@@ -14,9 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.train import checkpoint, pretrain, tiny_run
-from models.train.callbacks.callback import Callback
+from models.train import checkpoint, distributed, pretrain, tiny_run
+from models.train.callbacks.callback import Callback, Phase
+from models.train.callbacks.checkpointer import CheckpointerConfig
 from models.train.callbacks.metrics_logger import read_metrics
+from models.train.run_dir import RunDirConfig
+from models.train.trainer import Duration, Trainer, TrainerConfig
 
 STEPS = 12
 COMPARED = ("loss", "patch_disc_a", "patch_disc_b", "infonce", "grad_norm", "lr", "tokens_seen")
@@ -165,3 +169,162 @@ def test_a_run_whose_newest_checkpoint_does_not_load_resumes_from_the_one_before
         assert {k: have[k] for k in COMPARED} == {k: want[k] for k in COMPARED}, want["step"]
     # Training got past step 6 again and wrote a good one in place of the damaged one.
     assert checkpoint.load(checkpoints / "step_6")["trainer"]["step"] == 6
+
+
+# -- Trainer.resume: which checkpoint, with a counter for a model ---------------------------
+
+
+class _Counter:
+    """A train module whose whole state is the number of steps it took."""
+
+    def __init__(self) -> None:
+        self.weights = torch.zeros(2)
+
+    def train_batch(self, batch: int, step: int) -> dict[str, float]:
+        self.weights = torch.full((2,), float(step))
+        return {"loss": 1.0}
+
+    def state_dict(self) -> dict:
+        return {"model": {"weights": self.weights.clone()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.weights = state["model"]["weights"].clone()
+
+
+class _Batches:
+    """A data loader of 100 numbered batches per epoch that remembers its position."""
+
+    def __init__(self) -> None:
+        self.position = 0
+
+    def __iter__(self):
+        while self.position < len(self):
+            self.position += 1
+            yield self.position
+        self.position = 0
+
+    def __len__(self) -> int:
+        return 100
+
+    def state_dict(self) -> dict:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position = state["position"]
+
+
+class _OnCheckpoint(Callback):
+    """Lists the finished checkpoints each time one was written."""
+
+    phase = Phase.OBSERVE
+
+    def __init__(self) -> None:
+        self.finished: dict[int, list[int]] = {}
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        listed = checkpoint.list_finished(self.trainer.run_dir.checkpoints_dir)
+        self.finished[step] = [s for s, _ in listed]
+
+
+def _counter_trainer(run_root: Path, steps: int, *callbacks: Callback, **cadence) -> Trainer:
+    cadence = {"interval": 3, "keep_last": 10, "permanent_interval": None, **cadence}
+    config = TrainerConfig(
+        run=RunDirConfig(project="p", name="counter", root=str(run_root)),
+        max_duration=Duration.steps(steps),
+        callbacks={"checkpointer": CheckpointerConfig(**cadence)},
+    )
+    return config.build(_Counter(), _Batches(), distributed.DistributedEnv(), callbacks)
+
+
+def _write_counter_checkpoints(run_root: Path, steps: int) -> Path:
+    trainer = _counter_trainer(run_root, steps)
+    trainer.fit()
+    return trainer.run_dir.checkpoints_dir
+
+
+def _damage_counter(path: Path, how: str) -> None:
+    if how == "truncated":
+        (path / "trainer.pt").write_bytes((path / "trainer.pt").read_bytes()[:100])
+    elif how == "garbage-meta":
+        (path / checkpoint.META_FILE).write_text("{not json")
+    elif how == "missing-part":
+        (path / "trainer.pt").unlink()
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage-meta", "missing-part"])
+def test_resume_falls_back_past_checkpoints_that_do_not_load(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    checkpoints = _write_counter_checkpoints(tmp_path, 9)
+    _damage_counter(checkpoints / "step_9", how)
+    _damage_counter(checkpoints / "step_6", "truncated")
+    trainer = _counter_trainer(tmp_path, 9)
+    with caplog.at_level(logging.WARNING):
+        assert trainer.resume() == checkpoints / "step_3"
+    assert trainer.step == 3 and trainer.resumed_from == checkpoints / "step_3"
+    assert trainer.train_module.weights.tolist() == [3.0, 3.0]
+    assert trainer.data_loader.position == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("cannot resume from" in w and "step_9" in w for w in warnings), warnings
+    assert any("cannot resume from" in w and "step_6" in w for w in warnings), warnings
+    assert any("resuming from" in w and "step_3" in w and "2 newer" in w for w in warnings)
+
+
+def test_when_no_checkpoint_loads_resume_stops_naming_each_and_the_fix(tmp_path: Path) -> None:
+    checkpoints = _write_counter_checkpoints(tmp_path, 6)
+    _damage_counter(checkpoints / "step_3", "garbage-meta")
+    _damage_counter(checkpoints / "step_6", "truncated")
+    with pytest.raises(RuntimeError) as raised:
+        _counter_trainer(tmp_path, 6).resume()
+    message = str(raised.value)
+    assert f"no checkpoint in {checkpoints} loads" in message
+    assert "step_6: trainer.pt has" in message and "step_3: meta.json does not read" in message
+    assert "Move these step_<N> folders out" in message
+    # Nothing was deleted: the decision is the user's.
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_3", "step_6"]
+
+
+def test_a_planted_pickle_does_not_run_on_resume(tmp_path: Path) -> None:
+    checkpoints = _write_counter_checkpoints(tmp_path, 6)
+    newest = checkpoints / "step_6"
+    marker = tmp_path / "code-ran"
+    torch.save({"step": 6, "x": _Planted(marker)}, newest / "trainer.pt")
+    meta = json.loads((newest / checkpoint.META_FILE).read_text())
+    meta["sizes"]["trainer"] = (newest / "trainer.pt").stat().st_size  # a careful planter
+    (newest / checkpoint.META_FILE).write_text(json.dumps(meta))
+    trainer = _counter_trainer(tmp_path, 6)
+    assert trainer.resume() == checkpoints / "step_3"
+    assert not marker.exists()
+
+
+def test_a_run_without_checkpoints_starts_from_step_zero(tmp_path: Path) -> None:
+    trainer = _counter_trainer(tmp_path, 6)
+    trainer.run_dir.create()
+    assert trainer.resume() is None
+    assert trainer.step == 0 and trainer.resumed_from is None
+
+
+def test_a_trainer_config_with_resume_off_starts_over_despite_checkpoints(tmp_path: Path) -> None:
+    _write_counter_checkpoints(tmp_path, 3)
+    probe = _OnCheckpoint()
+    trainer = _counter_trainer(tmp_path, 3, probe)
+    trainer.config.resume = False
+    trainer.fit()
+    assert trainer.resumed_from is None and trainer.step == 3
+    assert list(probe.finished) == [3]  # it trained steps 1-3 again and wrote step_3 again
+
+
+def test_after_a_fallback_the_resaved_step_replaces_the_bad_one_and_pruning_spares_the_new(
+    tmp_path: Path,
+) -> None:
+    checkpoints = _write_counter_checkpoints(tmp_path, 9)
+    _damage_counter(checkpoints / "step_9", "truncated")
+    checkpoint.delete(checkpoints / "step_6")
+    probe = _OnCheckpoint()
+    trainer = _counter_trainer(tmp_path, 9, probe, keep_last=1)
+    trainer.fit()
+    assert trainer.resumed_from == checkpoints / "step_3"
+    # The unreadable step_9 (newer) must not count as the newest kept: step_6 stays.
+    assert probe.finished[6] == [6, 9]
+    assert [s for s, _ in checkpoint.list_complete(checkpoints)] == [9]
+    assert checkpoint.load(checkpoints / "step_9")["trainer"]["step"] == 9

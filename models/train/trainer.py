@@ -1,8 +1,13 @@
-"""The training loop: steps, duration, the run folder lock, and callbacks around them.
+"""The training loop: steps, duration, the run folder lock, resume, and callbacks around them.
 
 The trainer owns the loop and the run's bookkeeping; everything else is delegated:
 the step itself to a train module (`train_batch(batch, step) -> metrics`), batches to a
-data loader, and logging / checkpointing / plotting to callbacks (callbacks/).
+data loader, and logging / checkpointing / plotting to callbacks (callbacks/), which the
+trainer builds from `TrainerConfig.callbacks` and calls in phase order (callbacks/callback.py).
+
+`Trainer.fit` is: open the run folder (rank 0 creates and locks it) -> callbacks' `open_run`
+(the run identity vets the folder) -> resume from the newest checkpoint that loads ->
+callbacks' `pre_train` -> the steps -> callbacks' `post_train`.
 
 Steps are counted from 1: `trainer.step` is the number of completed optimizer steps, so a
 checkpoint `step_<N>` holds the state after N updates and a resumed run continues with
@@ -18,14 +23,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from models.config.configurable import Configurable
 from models.train import checkpoint, distributed, rng
-from models.train.callbacks.callback import Callback, Metrics, sort_by_priority
-from models.train.callbacks.checkpointer import CheckpointerCallback, CheckpointerConfig
-from models.train.callbacks.config_saver import ConfigSaverCallback
-from models.train.callbacks.loss_plot import LossPlotCallback
-from models.train.callbacks.metrics_logger import MetricsLoggerCallback
-from models.train.callbacks.progress import ProgressCallback, ProgressConfig
-from models.train.callbacks.wandb_logger import WandbCallback, WandbConfig
+from models.train.callbacks.callback import Callback, Metrics, in_phase_order
+from models.train.callbacks.defaults import default_callbacks
 from models.train.run_dir import RunDirConfig, RunDirectory, RunLock
 
 logger = logging.getLogger(__name__)
@@ -86,42 +87,84 @@ class DataLoader(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-@dataclasses.dataclass
-class TrainerConfig:
+def _callback_entry(name: str) -> property:
+    """`config.<name>` reads and assigns `config.callbacks[name]`."""
+
+    def get(config: TrainerConfig) -> Any:
+        try:
+            return config.callbacks[name]
+        except KeyError:
+            raise AttributeError(
+                f"this TrainerConfig has no {name!r} callback: add one to "
+                f"TrainerConfig.callbacks[{name!r}]"
+            ) from None
+
+    def assign(config: TrainerConfig, value: Any) -> None:
+        config.callbacks[name] = value
+
+    return property(get, assign, doc=f"`callbacks[{name!r}]`")
+
+
+@dataclasses.dataclass(kw_only=True, init=False)
+class TrainerConfig(Configurable["Trainer"]):
     """The loop and its callbacks.
 
     Attributes:
         run: where the run folder is (also the W&B project and run name).
-        max_duration: total training length; epochs count batches of the data loader.
+        max_duration: total training length; epochs count batches of the data loader
+            (default: 300 epochs).
         seed: seeds every generator before the model is built (the entry point does it).
         log_interval: write metrics (jsonl, W&B, progress line) every this many steps.
         deterministic: `torch.use_deterministic_algorithms(True)` (bit-exact resume on
             CPU; slower on GPU).
-        checkpointer: checkpoint cadence, retention and resume.
-        progress: the stderr progress line.
-        wandb: Weights & Biases logging.
-        save_config: write the resolved config as config.yaml.
-        plot_loss: write plots/loss.png at the end of training.
-        callbacks: further callbacks by name, as configs: each value has `build() ->
-            Callback` and may have `enabled` (False: not built). This is how a layer above
-            training adds its own callbacks to a run's config (models/eval's evaluator, as
-            `--trainer.callbacks.evaluator.interval=500`) without models/train importing it.
+        resume: before training, load the newest checkpoint of the run folder that loads.
+        callbacks: every callback of the run, as configs by name (default:
+            callbacks/defaults.py's `default_callbacks()`): each value has `build() ->
+            Callback` and may have `enabled` (False: not built). The names are the override
+            paths (`--trainer.callbacks.evaluator.interval=500`); a layer above training adds
+            its own here (models/eval's evaluator) without models/train importing it.
+
+    The callbacks recipes and tools set most have shorthands: the keyword arguments
+    `checkpointer=`, `progress=` and `wandb=` set those entries of `callbacks` (keeping
+    the others), and `config.checkpointer` etc. read and assign them.
     """
 
     run: RunDirConfig
-    max_duration: Duration = dataclasses.field(default_factory=lambda: Duration.epochs(300))
-    seed: int = rng.DEFAULT_MODEL_SEED
-    log_interval: int = 1
-    deterministic: bool = False
-    checkpointer: CheckpointerConfig = dataclasses.field(default_factory=CheckpointerConfig)
-    progress: ProgressConfig = dataclasses.field(default_factory=ProgressConfig)
-    wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
-    save_config: bool = True
-    plot_loss: bool = True
-    callbacks: dict[str, Any] = dataclasses.field(default_factory=dict)
+    max_duration: Duration
+    seed: int
+    log_interval: int
+    deterministic: bool
+    resume: bool
+    callbacks: dict[str, Any]
 
-    def __post_init__(self) -> None:
-        self.callbacks = dict(self.callbacks)
+    def __init__(
+        self,
+        *,
+        run: RunDirConfig,
+        max_duration: Duration | None = None,
+        seed: int = rng.DEFAULT_MODEL_SEED,
+        log_interval: int = 1,
+        deterministic: bool = False,
+        resume: bool = True,
+        callbacks: dict[str, Any] | None = None,
+        checkpointer: Configurable[Callback] | None = None,
+        progress: Configurable[Callback] | None = None,
+        wandb: Configurable[Callback] | None = None,
+    ) -> None:
+        self.run = run
+        self.max_duration = Duration.epochs(300) if max_duration is None else max_duration
+        self.seed = seed
+        self.log_interval = log_interval
+        self.deterministic = deterministic
+        self.resume = resume
+        self.callbacks = default_callbacks() if callbacks is None else dict(callbacks)
+        shorthands = {"checkpointer": checkpointer, "progress": progress, "wandb": wandb}
+        for name, callback in shorthands.items():
+            if callback is not None:
+                self.callbacks[name] = callback
+        self._validate()
+
+    def _validate(self) -> None:
         for name, callback in self.callbacks.items():
             if not isinstance(name, str) or not name:
                 raise ValueError(
@@ -140,6 +183,10 @@ class TrainerConfig:
                 f"TrainerConfig.max_duration must be a Duration, got {self.max_duration!r}"
             )
 
+    checkpointer = _callback_entry("checkpointer")
+    progress = _callback_entry("progress")
+    wandb = _callback_entry("wandb")
+
     def build(
         self,
         train_module: TrainModule,
@@ -148,30 +195,17 @@ class TrainerConfig:
         callbacks: Sequence[Callback] = (),
         config_to_save: Any = None,
     ) -> Trainer:
-        """The trainer with the standard callbacks plus `callbacks`.
+        """The trainer with the enabled callbacks of `self.callbacks`, then `callbacks`.
 
         Args:
             train_module: runs one optimizer step per batch.
             data_loader: this rank's batches.
             env: rank and world size (default: read from the environment).
-            callbacks: extra callbacks (evaluation, test hooks, ...).
+            callbacks: extra callbacks (test hooks, a command's own records, ...); they
+                run after the configured ones of their phase.
             config_to_save: the whole experiment config for config.yaml and W&B
                 (default: this trainer config).
         """
-        env = env or distributed.DistributedEnv.from_environ()
-        config_to_save = self if config_to_save is None else config_to_save
-        standard: list[Callback] = [CheckpointerCallback(self.checkpointer)]
-        if self.save_config:
-            standard.append(ConfigSaverCallback(config_to_save))
-        standard.append(MetricsLoggerCallback())
-        if self.progress.enabled:
-            standard.append(ProgressCallback(self.progress))
-        if self.wandb.enabled:
-            standard.append(
-                WandbCallback(self.wandb, self.run.project, self.run.name, config_to_save)
-            )
-        if self.plot_loss:
-            standard.append(LossPlotCallback())
         configured = [
             callback.build()
             for callback in self.callbacks.values()
@@ -182,13 +216,17 @@ class TrainerConfig:
             train_module=train_module,
             data_loader=data_loader,
             run_dir=self.run.build(),
-            env=env,
-            callbacks=[*standard, *configured, *callbacks],
+            env=env or distributed.DistributedEnv.from_environ(),
+            callbacks=[*configured, *callbacks],
+            run_config=self if config_to_save is None else config_to_save,
         )
 
 
 class Trainer:
-    """Runs `train_module.train_batch` over the data loader until `max_steps`."""
+    """Runs `train_module.train_batch` over the data loader until `max_steps`.
+
+    It is the `TrainerView` its callbacks read (callbacks/callback.py).
+    """
 
     def __init__(
         self,
@@ -198,12 +236,14 @@ class Trainer:
         run_dir: RunDirectory,
         env: distributed.DistributedEnv,
         callbacks: Iterable[Callback],
+        run_config: Any = None,
     ) -> None:
         self.config = config
         self.train_module = train_module
         self.data_loader = data_loader
         self.run_dir = run_dir
         self.env = env
+        self.run_config = config if run_config is None else run_config
         self.steps_per_epoch = len(data_loader)
         if self.steps_per_epoch < 1:
             raise ValueError(
@@ -213,7 +253,7 @@ class Trainer:
         self.max_steps = config.max_duration.to_steps(self.steps_per_epoch)
         self.step = 0
         self.resumed_from: Path | None = None
-        self.callbacks = sort_by_priority(list(callbacks))
+        self.callbacks = in_phase_order(list(callbacks))
         for callback in self.callbacks:
             callback.attach(self)
         self._lock: RunLock | None = None
@@ -223,15 +263,31 @@ class Trainer:
         """Rank 0: the only process that writes into the run folder."""
         return self.env.is_main
 
+    @property
+    def log_interval(self) -> int:
+        return self.config.log_interval
+
+    @property
+    def run_project(self) -> str:
+        return self.config.run.project
+
+    @property
+    def run_name(self) -> str:
+        return self.config.run.name
+
     def is_log_step(self, step: int) -> bool:
         return step % self.config.log_interval == 0 or step == self.max_steps
 
     def fit(self) -> None:
-        """Train to `max_steps` (resuming first when a checkpoint exists)."""
+        """Open the run folder, resume, then train to `max_steps` (module docstring)."""
         if self.is_main:
             self.run_dir.create()
             self._lock = self.run_dir.lock().acquire()
         try:
+            for callback in self.callbacks:
+                callback.open_run()
+            if self.config.resume:
+                self.resume()
             self._run()
         except BaseException as error:
             for callback in self.callbacks:
@@ -244,6 +300,46 @@ class Trainer:
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
+
+    # -- resume --------------------------------------------------------------------------
+
+    def resume(self) -> Path | None:
+        """Load the newest checkpoint of the run folder that loads, on every rank.
+
+        Rank 0 deletes leftovers of interrupted writes, picks the checkpoint and tells the
+        others, so all ranks load the same one. One that does not load (a damaged or planted
+        file, a garbage meta.json) is skipped with a warning naming it and why, and the next
+        older one is tried; the run resumes from the newest that loads and says that it fell
+        back. When checkpoints exist but none loads, every rank stops with one error naming
+        them rather than start over from step 0 on top of them. The skipped ones stay (for
+        inspection) until the run writes that step again, which replaces them.
+
+        Returns:
+            The checkpoint resumed from (also `self.resumed_from`); None: none exists, the
+            run starts at step 0.
+        """
+        directory = self.run_dir.checkpoints_dir
+        choice: tuple[str | None, str | None] = (None, None)  # (checkpoint, error)
+        parts = None
+        if self.is_main:
+            for leftover in checkpoint.remove_incomplete(directory):
+                logger.warning("removed an incomplete checkpoint: %s", leftover)
+            parts, choice = _newest_loadable(directory)
+        latest, error = distributed.broadcast_object(choice)
+        if error is not None:
+            raise RuntimeError(error)  # on every rank: none waits for the others
+        if latest is None:
+            return None
+        if parts is None:  # the other ranks; rank 0 loaded it while choosing
+            parts = checkpoint.load(Path(latest))
+        try:
+            self.load_checkpoint_parts(parts)
+        except Exception as error:  # e.g. a model config that does not match the weights
+            error.add_note(f"while resuming from {latest}")
+            raise
+        self.resumed_from = Path(latest)
+        logger.info("resumed from %s (step %d)", latest, self.step)
+        return self.resumed_from
 
     def _batches(self) -> Iterator[Any]:
         """Batches across epochs, fetched with the random generators isolated.
@@ -271,6 +367,7 @@ class Trainer:
                     )
 
     def _run(self) -> None:
+        """pre_train, the steps, post_train."""
         for callback in self.callbacks:
             callback.pre_train()
         last_time = time.perf_counter()
@@ -356,3 +453,35 @@ class Trainer:
     def notify_checkpoint(self, step: int, path: Path) -> None:
         for callback in self.callbacks:
             callback.on_checkpoint(step, path)
+
+
+def _newest_loadable(directory: Path) -> tuple[dict | None, tuple[str | None, str | None]]:
+    """(parts, (path, error)) of the newest checkpoint in `directory` that loads, trying older
+    ones when newer ones fail; the error when there are checkpoints and none loads."""
+    failures = []
+    for _, path in reversed(checkpoint.list_finished(directory)):
+        try:
+            parts = checkpoint.load(path)
+        except checkpoint.UnreadableCheckpointError as error:
+            logger.warning(
+                "cannot resume from %s: %s; trying the checkpoint before it", path, error.reason
+            )
+            failures.append(f"{path.name}: {error.reason}")
+            continue
+        if failures:
+            logger.warning(
+                "resuming from %s, an older checkpoint than the newest, because %d newer "
+                "one(s) did not load (see above); training repeats the steps after it",
+                path,
+                len(failures),
+            )
+        return parts, (str(path), None)
+    if not failures:
+        return None, (None, None)
+    error = (
+        f"no checkpoint in {directory} loads, so this run cannot resume:\n  "
+        + "\n  ".join(failures)
+        + "\nMove these step_<N> folders out of that folder (or delete them) to start the "
+        "run over from step 0, or put back a good copy of one to resume from it."
+    )
+    return None, (None, error)

@@ -1,5 +1,5 @@
-"""Tests for the training loop: hook order, duration, checkpoint cadence and retention,
-in-process resume (also across an epoch boundary) and error handling."""
+"""Tests for the training loop: hook and phase order, duration, checkpoint cadence and
+retention, in-process resume (also across an epoch boundary) and error handling."""
 
 import dataclasses
 from pathlib import Path
@@ -7,10 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.train import checkpoint, pretrain, tiny_run
-from models.train.callbacks.callback import Callback
-from models.train.callbacks.checkpointer import CheckpointerConfig
-from models.train.callbacks.metrics_logger import read_metrics
+from models.config import serialization
+from models.config.configurable import Configurable
+from models.train import checkpoint, distributed, pretrain, tiny_run
+from models.train.callbacks.callback import Callback, Phase
+from models.train.callbacks.checkpointer import CheckpointerCallback, CheckpointerConfig
+from models.train.callbacks.config_saver import ConfigSaverCallback
+from models.train.callbacks.loss_plot import LossPlotCallback, LossPlotConfig
+from models.train.callbacks.metrics_logger import MetricsLoggerCallback, read_metrics
+from models.train.callbacks.progress import ProgressCallback
+from models.train.callbacks.wandb_logger import WandbCallback, WandbConfig
 from models.train.trainer import Duration
 
 
@@ -25,8 +31,11 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class _Recorder(Callback):
-    def __init__(self, name: str, priority: int, log: list) -> None:
-        self.name, self.priority, self.log = name, priority, log
+    def __init__(self, name: str, phase: Phase, log: list) -> None:
+        self.name, self.phase, self.log = name, phase, log
+
+    def open_run(self) -> None:
+        self.log.append((self.name, "open_run"))
 
     def pre_train(self) -> None:
         self.log.append((self.name, "pre_train"))
@@ -47,15 +56,15 @@ class _Recorder(Callback):
         self.log.append((self.name, "on_error", type(error).__name__))
 
 
-@dataclasses.dataclass
-class _RecorderConfig:
+@dataclasses.dataclass(kw_only=True)
+class _RecorderConfig(Configurable[Callback]):
     """A callback config as a run's config holds one (`TrainerConfig.callbacks`)."""
 
     name: str
     enabled: bool = True
 
     def build(self) -> Callback:
-        return _Recorder(self.name, 0, CONFIGURED_LOG)
+        return _Recorder(self.name, Phase.OBSERVE, CONFIGURED_LOG)
 
 
 CONFIGURED_LOG: list = []
@@ -65,28 +74,103 @@ def _config(data_dir: Path, root: Path, name: str, steps: int, **kwargs):
     return tiny_run.tiny_config(data_dir, root, name, steps, drop_path=0.1, **kwargs)
 
 
-def test_hooks_run_in_order_and_by_descending_priority(data_dir: Path, tmp_path: Path) -> None:
+def test_hooks_run_in_order_and_by_phase(data_dir: Path, tmp_path: Path) -> None:
     log: list = []
     config = _config(data_dir, tmp_path, "hooks", steps=2, checkpoint_interval=2)
-    callbacks = [_Recorder("low", -5, log), _Recorder("high", 5, log)]
+    # Registered late-phase first: the phase decides, not the registration order.
+    callbacks = [_Recorder("observe", Phase.OBSERVE, log), _Recorder("measure", Phase.MEASURE, log)]
     pretrain.train(config, callbacks=callbacks)
     assert log == [
-        ("high", "pre_train"),
-        ("low", "pre_train"),
-        ("high", "pre_step", 1),
-        ("low", "pre_step", 1),
-        ("high", "post_step", 1, True),
-        ("low", "post_step", 1, True),
-        ("high", "pre_step", 2),
-        ("low", "pre_step", 2),
-        ("high", "post_step", 2, True),
-        ("low", "post_step", 2, True),
-        # the checkpointer runs last in post_step (priority -100) and announces its save
-        ("high", "on_checkpoint", 2, "step_2"),
-        ("low", "on_checkpoint", 2, "step_2"),
-        ("high", "post_train"),
-        ("low", "post_train"),
+        ("measure", "open_run"),
+        ("observe", "open_run"),
+        ("measure", "pre_train"),
+        ("observe", "pre_train"),
+        ("measure", "pre_step", 1),
+        ("observe", "pre_step", 1),
+        ("measure", "post_step", 1, True),
+        ("observe", "post_step", 1, True),
+        ("measure", "pre_step", 2),
+        ("observe", "pre_step", 2),
+        ("measure", "post_step", 2, True),
+        ("observe", "post_step", 2, True),
+        # the checkpointer (PERSIST) runs after both in post_step and announces its save
+        ("measure", "on_checkpoint", 2, "step_2"),
+        ("observe", "on_checkpoint", 2, "step_2"),
+        ("measure", "post_train"),
+        ("observe", "post_train"),
     ]
+
+
+def test_the_standard_callbacks_run_records_loggers_observers_then_the_checkpointer(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = _config(data_dir, tmp_path, "order", steps=1)
+    config.trainer.wandb = WandbConfig(mode="disabled")  # built, never started
+    extra = _Recorder("extra", Phase.OBSERVE, [])
+    env = distributed.DistributedEnv()
+    trainer = pretrain.build_trainer(config, env, torch.device("cpu"), callbacks=[extra])
+    assert [type(callback) for callback in trainer.callbacks] == [
+        ConfigSaverCallback,
+        MetricsLoggerCallback,
+        ProgressCallback,
+        WandbCallback,
+        LossPlotCallback,
+        _Recorder,  # a callback passed to build() runs after the configured ones of its phase
+        CheckpointerCallback,
+    ]
+
+
+class _MetricsOnDiskAtCheckpoint(Callback):
+    """Reads metrics.jsonl whenever a checkpoint was written."""
+
+    def __init__(self) -> None:
+        self.logged_at_checkpoint: dict[int, list[int]] = {}
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        records = read_metrics(self.trainer.run_dir.metrics_path)
+        self.logged_at_checkpoint[step] = [int(r["step"]) for r in records]
+
+
+def test_a_checkpoint_is_written_only_after_its_step_is_in_metrics_jsonl(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    # A resume continues after the checkpoint: a step logged later would never be logged.
+    probe = _MetricsOnDiskAtCheckpoint()
+    config = _config(data_dir, tmp_path, "logged", steps=4, checkpoint_interval=2)
+    pretrain.train(config, callbacks=[probe])
+    assert probe.logged_at_checkpoint == {2: [1, 2], 4: [1, 2, 3, 4]}
+
+
+class _StepSeen(Callback):
+    """Records `trainer.step` where the identity check and the records run."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def open_run(self) -> None:
+        self.seen.append(("open_run", self.trainer.step))
+
+    def pre_train(self) -> None:
+        self.seen.append(("pre_train", self.trainer.step))
+
+
+def test_resume_comes_after_open_run_and_before_pre_train(data_dir: Path, tmp_path: Path) -> None:
+    config = _config(data_dir, tmp_path, "phases", steps=3, checkpoint_interval=3)
+    pretrain.train(config)
+    config.trainer.max_duration = Duration.steps(4)
+    probe = _StepSeen()
+    resumed = pretrain.train(config, callbacks=[probe])
+    assert resumed.resumed_from is not None and resumed.resumed_from.name == "step_3"
+    assert probe.seen == [("open_run", 0), ("pre_train", 3)]
+
+
+def test_a_callback_that_still_sets_a_priority_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    class _Old(Callback):
+        priority = 100
+
+    config = _config(data_dir, tmp_path, "old", steps=1)
+    with pytest.raises(TypeError, match="_Old sets `priority`.*set `phase`"):
+        pretrain.train(config, callbacks=[_Old()])
 
 
 def test_a_duration_in_epochs_counts_batches_of_the_loader(data_dir: Path, tmp_path: Path) -> None:
@@ -157,7 +241,7 @@ def test_an_error_in_a_step_reaches_on_error_and_skips_post_train(
 
     config = _config(data_dir, tmp_path, "boom", steps=5)
     with pytest.raises(KeyboardInterrupt):
-        pretrain.train(config, callbacks=[_Recorder("rec", 0, log), _Boom()])
+        pretrain.train(config, callbacks=[_Recorder("rec", Phase.OBSERVE, log), _Boom()])
     assert log[-1] == ("rec", "on_error", "KeyboardInterrupt")
     assert ("rec", "post_train") not in log
     run = tmp_path / "tiny" / "boom"
@@ -181,7 +265,10 @@ def test_callbacks_named_in_the_config_are_built_unless_disabled(
     config = _config(data_dir, tmp_path, "configured", steps=2)
     trainer_config = dataclasses.replace(
         config.trainer,
-        callbacks={"on": _RecorderConfig("on"), "off": _RecorderConfig("off", enabled=False)},
+        callbacks={
+            "on": _RecorderConfig(name="on"),
+            "off": _RecorderConfig(name="off", enabled=False),
+        },
     )
     CONFIGURED_LOG.clear()
     pretrain.train(dataclasses.replace(config, trainer=trainer_config))
@@ -194,3 +281,25 @@ def test_a_configured_callback_without_build_is_refused(data_dir: Path, tmp_path
     config = _config(data_dir, tmp_path, "bad", steps=1)
     with pytest.raises(ValueError, match=r"callbacks\['eval'\] is a dict, which has no build"):
         dataclasses.replace(config.trainer, callbacks={"eval": {"interval": 5}})
+
+
+def test_shorthand_arguments_set_entries_of_callbacks_and_keep_the_others(tmp_path: Path) -> None:
+    config = tiny_run.tiny_config(Path("."), tmp_path, "x", 1).trainer
+    replaced = dataclasses.replace(config, wandb=WandbConfig(mode="offline"))
+    assert replaced.callbacks["wandb"] == WandbConfig(mode="offline") == replaced.wandb
+    assert list(replaced.callbacks) == list(config.callbacks)
+    assert replaced.checkpointer is config.checkpointer
+    replaced.checkpointer = CheckpointerConfig(interval=7)
+    assert replaced.callbacks["checkpointer"].interval == 7
+    bare = dataclasses.replace(config, callbacks={})
+    with pytest.raises(AttributeError, match="no 'progress' callback"):
+        _ = bare.progress
+
+
+def test_a_trainer_config_round_trips_through_the_config_engine(tmp_path: Path) -> None:
+    # config.yaml is written and read back by models/config/serialization.py.
+    config = tiny_run.tiny_config(Path("."), tmp_path, "x", 1).trainer
+    config.callbacks["loss_plot"] = LossPlotConfig(enabled=False)
+    data = serialization.to_dict(config)
+    assert list(data["callbacks"]) == list(config.callbacks)
+    assert serialization.from_dict(data) == config

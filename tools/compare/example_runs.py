@@ -110,7 +110,7 @@ def example_config(experiment: str, args: types.SimpleNamespace) -> Any:
             wandb=WandbConfig(enabled=True, mode="offline"),
             # The example's own evaluator replaces the recipe's (which would score each run
             # a second time, on 256 tiles, after its last step).
-            callbacks={"evaluator": evaluation(args)},
+            callbacks={**config.trainer.callbacks, "evaluator": evaluation(args)},
         ),
     )
 

@@ -4,6 +4,7 @@ import dataclasses
 
 from models.config import serialization
 from models.latent_mim.latent_mim import LatentMIMConfig
+from models.train.callbacks.defaults import default_callbacks
 from tools.compare import analysis, example_runs
 
 
@@ -40,7 +41,8 @@ def test_at_size_changes_only_the_shape_fields() -> None:
 def test_runs_are_scored_in_the_loop_once_at_mid_run() -> None:
     args = _args()
     callbacks = example_runs.example_config("base", args).trainer.callbacks
-    assert list(callbacks) == ["evaluator"]  # the example's evaluator replaces the recipe's
+    # the example's evaluator replaces the recipe's; the standard callbacks stay
+    assert list(callbacks) == [*default_callbacks(), "evaluator"]
     (task,) = callbacks["evaluator"].evaluator.tasks
     assert task.num_samples == args.eval_samples
     assert callbacks["evaluator"].interval == args.steps // 2

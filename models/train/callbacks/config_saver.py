@@ -1,50 +1,35 @@
-"""Writes the resolved experiment config into the run folder as config.yaml.
+"""Writes the run's config (`trainer.run_config`) into the run folder as config.yaml.
 
-Any config object works: one with `as_dict()` (the experiment framework's configs) or a
-(nested) dataclass. Dataclasses are written field by field with a `_class_` entry naming
-their class, so a variant's subclassed config is recognisable in the file.
+It runs in the RECORD phase of `pre_train`. Any config object works: one with `as_dict()`
+(the experiment framework's configs) or a config tree of (nested) dataclasses, written by
+models/config/serialization.py with a `_class_` entry naming each class, so a variant's
+subclassed config is recognisable in the file and `serialization.load` rebuilds it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
-from models.train.callbacks.callback import Callback
+from models.config import serialization
+from models.config.configurable import Configurable
+from models.train.callbacks.callback import Callback, Phase
 
 logger = logging.getLogger(__name__)
 
 
 def config_to_dict(config: Any) -> Any:
-    """Plain YAML-able data (dicts, lists, strings, numbers, None) for a config tree."""
-    if hasattr(config, "as_dict") and callable(config.as_dict):
-        return config_to_dict(config.as_dict())
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        cls = type(config)
-        out: dict[str, Any] = {"_class_": f"{cls.__module__}.{cls.__qualname__}"}
-        for field in dataclasses.fields(config):
-            out[field.name] = config_to_dict(getattr(config, field.name))
-        return out
-    if isinstance(config, dict):
-        return {str(key): config_to_dict(value) for key, value in config.items()}
-    if isinstance(config, (list, tuple, set, frozenset)):
-        items = sorted(config, key=repr) if isinstance(config, (set, frozenset)) else config
-        return [config_to_dict(item) for item in items]
-    if isinstance(config, enum.Enum):
-        return config_to_dict(config.value)
-    if isinstance(config, (Path, torch.dtype, torch.device)):
-        return str(config)
-    if config is None or isinstance(config, (bool, int, float, str)):
-        return config
-    return repr(config)
+    """Plain YAML-able data for a config tree: its own `as_dict()` when it has one, else
+    models/config's engine (`serialization.to_dict`), which `serialization.load` reverses."""
+    if callable(getattr(config, "as_dict", None)):
+        return config.as_dict()
+    return serialization.to_dict(config)
 
 
 def write_yaml_atomically(path: Path, data: Any) -> None:
@@ -56,19 +41,28 @@ def write_yaml_atomically(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+@dataclasses.dataclass(kw_only=True)
+class ConfigSaverConfig(Configurable["ConfigSaverCallback"]):
+    """Attributes:
+    enabled: False: the trainer does not build it (no config.yaml is written).
+    """
+
+    enabled: bool = True
+
+    def build(self) -> ConfigSaverCallback:
+        return ConfigSaverCallback()
+
+
 class ConfigSaverCallback(Callback):
     """Rank 0 writes config.yaml at the start; a different earlier one is kept aside."""
 
-    priority = 100
-
-    def __init__(self, config: Any) -> None:
-        self.config = config
+    phase = Phase.RECORD
 
     def pre_train(self) -> None:
         if not self.trainer.is_main:
             return
         path = self.trainer.run_dir.config_path
-        data = config_to_dict(self.config)
+        data = config_to_dict(self.trainer.run_config)
         if path.exists():
             try:
                 previous = yaml.safe_load(path.read_text(errors="replace"))

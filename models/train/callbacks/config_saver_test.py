@@ -36,8 +36,9 @@ class WithAsDict:
 
 
 def _saver(tmp_path: Path, config: object) -> config_saver.ConfigSaverCallback:
-    callback = config_saver.ConfigSaverCallback(config)
-    callback.attach(types.SimpleNamespace(is_main=True, run_dir=RunDirectory(tmp_path).create()))
+    callback = config_saver.ConfigSaverConfig().build()
+    run_dir = RunDirectory(tmp_path).create()
+    callback.attach(types.SimpleNamespace(is_main=True, run_dir=run_dir, run_config=config))
     return callback
 
 

@@ -12,12 +12,14 @@ changes the process-wide backend.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from models.train.callbacks.callback import Callback
+from models.config.configurable import Configurable
+from models.train.callbacks.callback import Callback, Phase
 from models.train.callbacks.metrics_logger import read_metrics
 
 LOSS_KEYS = ("loss", "patch_disc", "infonce")
@@ -71,8 +73,22 @@ def plot_losses(metrics_path: Path, out_path: Path, title: str = "") -> Path | N
     return out_path
 
 
+@dataclasses.dataclass(kw_only=True)
+class LossPlotConfig(Configurable["LossPlotCallback"]):
+    """Attributes:
+    enabled: False: the trainer does not build it (no plots/loss.png).
+    """
+
+    enabled: bool = True
+
+    def build(self) -> LossPlotCallback:
+        return LossPlotCallback()
+
+
 class LossPlotCallback(Callback):
-    priority = 10
+    """Rank 0 draws plots/loss.png after the last step (OBSERVE: it reads metrics.jsonl)."""
+
+    phase = Phase.OBSERVE
 
     def post_train(self) -> None:
         if self.trainer.is_main:

@@ -12,12 +12,14 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import IO
 
-from models.train.callbacks.callback import Callback, Metrics
+from models.config.configurable import Configurable
+from models.train.callbacks.callback import Callback, Metrics, Phase
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -33,8 +35,22 @@ def read_metrics(path: Path) -> list[dict]:
     return records
 
 
+@dataclasses.dataclass(kw_only=True)
+class MetricsLoggerConfig(Configurable["MetricsLoggerCallback"]):
+    """Attributes:
+    enabled: False: the trainer does not build it (no metrics.jsonl, so no loss plot).
+    """
+
+    enabled: bool = True
+
+    def build(self) -> MetricsLoggerCallback:
+        return MetricsLoggerCallback()
+
+
 class MetricsLoggerCallback(Callback):
-    priority = 50
+    """See the module docstring (LOG phase: after the evaluator adds its scores)."""
+
+    phase = Phase.LOG
 
     def __init__(self) -> None:
         self._handle: IO[str] | None = None

@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from models.train.callbacks.callback import Callback, Metrics
+from models.config.configurable import Configurable
+from models.train.callbacks.callback import Callback, Metrics, Phase
 
 
-@dataclasses.dataclass
-class ProgressConfig:
+@dataclasses.dataclass(kw_only=True)
+class ProgressConfig(Configurable["ProgressCallback"]):
     """Attributes:
     enabled: print progress at all (rank 0 only).
     min_interval_s: on a terminal, the least time between redraws.
@@ -37,6 +38,9 @@ class ProgressConfig:
                 f"ProgressConfig.min_interval_s must be >= 0, got {self.min_interval_s}"
             )
 
+    def build(self) -> ProgressCallback:
+        return ProgressCallback(self)
+
 
 def _si(value: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -46,7 +50,9 @@ def _si(value: float) -> str:
 
 
 class ProgressCallback(Callback):
-    priority = 40
+    """See the module docstring (LOG phase: the line shows the step's final metrics)."""
+
+    phase = Phase.LOG
 
     def __init__(
         self,

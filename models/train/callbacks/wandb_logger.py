@@ -24,7 +24,8 @@ and drops later ones. `WandbConfig.replayed_steps` picks how:
   metrics.jsonl only.
 
 The W&B run starts at the first step (rank 0), when the step a resume continues from is
-known: the checkpointer resumes after the loggers' `pre_train`.
+known. Its project and name default to the run folder's (`trainer.run_project`,
+`trainer.run_name`), its config is the run's (`trainer.run_config`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from models.train.callbacks.callback import Callback, Metrics
+from models.config.configurable import Configurable
+from models.train.callbacks.callback import Callback, Metrics, Phase
 from models.train.callbacks.config_saver import config_to_dict
 
 logger = logging.getLogger(__name__)
@@ -56,8 +58,8 @@ def resolve_mode(mode: str, environ: Mapping[str, str] | None = None) -> str:
     return "online" if environ.get("WANDB_API_KEY") else "offline"
 
 
-@dataclasses.dataclass
-class WandbConfig:
+@dataclasses.dataclass(kw_only=True)
+class WandbConfig(Configurable["WandbCallback"]):
     """Attributes:
     enabled: log to W&B at all.
     mode: one of WANDB_MODES; "auto" = offline unless WANDB_API_KEY is set.
@@ -87,15 +89,17 @@ class WandbConfig:
             )
         self.tags = tuple(self.tags)
 
+    def build(self) -> WandbCallback:
+        return WandbCallback(self)
+
 
 class WandbCallback(Callback):
-    priority = 30
+    """See the module docstring (LOG phase: after the evaluator adds its scores)."""
 
-    def __init__(self, config: WandbConfig, project: str, name: str, run_config: Any) -> None:
+    phase = Phase.LOG
+
+    def __init__(self, config: WandbConfig) -> None:
         self.config = config
-        self.project = config.project or project
-        self.name = config.name or name
-        self.run_config = run_config
         self.run: Any = None
         self._started = False
         self._held: list[tuple[int, dict[str, float]]] = []  # "hold": rows not yet covered
@@ -115,13 +119,13 @@ class WandbCallback(Callback):
         import wandb  # heavy import: only when W&B is actually used
 
         common = dict(
-            project=self.project,
-            name=self.name,
+            project=self.config.project or self.trainer.run_project,
+            name=self.config.name or self.trainer.run_name,
             entity=self.config.entity,
             tags=list(self.config.tags),
             mode=resolve_mode(self.config.mode),
             dir=str(self.trainer.run_dir.path),
-            config=config_to_dict(self.run_config),
+            config=config_to_dict(self.trainer.run_config),
         )
         path = self._run_id_path()
         run_id = path.read_text().strip() if path.exists() else ""

@@ -12,7 +12,8 @@ from wandb.proto import wandb_internal_pb2
 
 from models.train import pretrain, tiny_run
 from models.train.callbacks import wandb_logger
-from models.train.callbacks.callback import Callback
+from models.train.callbacks.callback import Callback, Phase
+from models.train.callbacks.loss_plot import LossPlotConfig
 from models.train.callbacks.metrics_logger import read_metrics
 from models.train.run_dir import RunDirectory
 from tools.compare import wandb_reader
@@ -83,10 +84,15 @@ def _attempt(
 ) -> wandb_logger.WandbCallback:
     """One attempt of a run: logs `value` at each step, with a checkpoint every 3 steps;
     `crash`: dies after the last step instead of finishing."""
-    callback = wandb_logger.WandbCallback(config, "proj", "run-a", {"lr": 0.1})
+    callback = config.build()
     callback.attach(
         types.SimpleNamespace(
-            is_main=True, run_dir=RunDirectory(run).create(), is_log_step=lambda step: True
+            is_main=True,
+            run_dir=RunDirectory(run).create(),
+            is_log_step=lambda step: True,
+            run_project="proj",
+            run_name="run-a",
+            run_config={"lr": 0.1},
         )
     )
     callback.pre_train()
@@ -169,7 +175,7 @@ def test_without_rewind_support_the_run_resumes_with_a_warning(
 class _MarkAttempt(Callback):
     """Adds the attempt number to each step's metrics, before any logger reads them."""
 
-    priority = 1000
+    phase = Phase.MEASURE
 
     def __init__(self, attempt: int) -> None:
         self.attempt = attempt
@@ -184,8 +190,6 @@ class _Killed(Exception):
 
 class _KillAfter(Callback):
     """Dies after the loggers wrote step `at`, before any checkpoint of it."""
-
-    priority = 0
 
     def __init__(self, at: int) -> None:
         self.at = at
@@ -205,8 +209,8 @@ def test_after_a_requeue_wandb_history_equals_metrics_jsonl_at_every_step(
     trainer_config = dataclasses.replace(
         config.trainer,
         wandb=wandb_logger.WandbConfig(mode="offline", replayed_steps=replayed_steps),
-        plot_loss=False,
     )
+    trainer_config.callbacks["loss_plot"] = LossPlotConfig(enabled=False)
     config = dataclasses.replace(config, trainer=trainer_config)
     with pytest.raises(_Killed):
         pretrain.train(config, callbacks=[_MarkAttempt(1), _KillAfter(5)])
