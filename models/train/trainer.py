@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from models.config import serialization
 from models.config.configurable import Configurable
 from models.train import checkpoint, distributed, rng
 from models.train.callbacks.callback import Callback, Metrics, in_phase_order
@@ -186,6 +187,27 @@ class TrainerConfig(Configurable["Trainer"]):
     checkpointer = _callback_entry("checkpointer")
     progress = _callback_entry("progress")
     wandb = _callback_entry("wandb")
+
+    @classmethod
+    def upgrade_retired_fields(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A config.yaml written before the callbacks moved into `callbacks` (fields
+        checkpointer, progress, wandb, save_config, plot_loss; the checkpointer's resume),
+        as today's fields, so the run folders of earlier runs still load."""
+        retired = {"checkpointer", "progress", "wandb", "save_config", "plot_loss"}
+        if not retired & set(data):
+            return data
+        data = dict(data)
+        callbacks = serialization.to_dict(default_callbacks())
+        for name in ("checkpointer", "progress", "wandb"):
+            if name in data:
+                callbacks[name] = dict(data.pop(name))
+        if "resume" in callbacks["checkpointer"]:
+            data.setdefault("resume", callbacks["checkpointer"].pop("resume"))
+        for flag, name in (("save_config", "config_saver"), ("plot_loss", "loss_plot")):
+            if flag in data:
+                callbacks[name] = {**callbacks[name], "enabled": data.pop(flag)}
+        data["callbacks"] = {**callbacks, **(data.get("callbacks") or {})}
+        return data
 
     def build(
         self,

@@ -13,11 +13,13 @@ from models.train import checkpoint, distributed, pretrain, tiny_run
 from models.train.callbacks.callback import Callback, Phase
 from models.train.callbacks.checkpointer import CheckpointerCallback, CheckpointerConfig
 from models.train.callbacks.config_saver import ConfigSaverCallback
+from models.train.callbacks.defaults import default_callbacks
 from models.train.callbacks.loss_plot import LossPlotCallback, LossPlotConfig
 from models.train.callbacks.metrics_logger import MetricsLoggerCallback, read_metrics
-from models.train.callbacks.progress import ProgressCallback
+from models.train.callbacks.progress import ProgressCallback, ProgressConfig
 from models.train.callbacks.wandb_logger import WandbCallback, WandbConfig
-from models.train.trainer import Duration
+from models.train.run_dir import RunDirConfig
+from models.train.trainer import Duration, TrainerConfig
 
 
 @pytest.fixture(autouse=True)
@@ -303,3 +305,44 @@ def test_a_trainer_config_round_trips_through_the_config_engine(tmp_path: Path) 
     data = serialization.to_dict(config)
     assert list(data["callbacks"]) == list(config.callbacks)
     assert serialization.from_dict(data) == config
+
+
+def test_a_trainer_config_written_before_callbacks_moved_still_loads() -> None:
+    # A run folder's config.yaml as earlier code wrote it: callbacks as their own fields.
+    run = RunDirConfig(project="p", name="r", root="/runs")
+    old = {
+        "_class_": "models.train.trainer.TrainerConfig",
+        "run": serialization.to_dict(run),
+        "max_duration": serialization.to_dict(Duration.steps(9)),
+        "seed": 3,
+        "log_interval": 1,
+        "deterministic": False,
+        "checkpointer": {
+            "_class_": "models.train.callbacks.checkpointer.CheckpointerConfig",
+            "interval": 5,
+            "keep_last": 1,
+            "permanent_interval": None,
+            "save_final": True,
+            "resume": False,
+        },
+        "progress": serialization.to_dict(ProgressConfig(enabled=False)),
+        "wandb": serialization.to_dict(WandbConfig(mode="offline")),
+        "save_config": True,
+        "plot_loss": False,
+        "callbacks": {"probe": serialization.to_dict(_RecorderConfig(name="probe"))},
+    }
+    loaded = serialization.from_dict(old)
+    assert loaded == TrainerConfig(
+        run=run,
+        max_duration=Duration.steps(9),
+        seed=3,
+        resume=False,
+        callbacks={
+            **default_callbacks(),
+            "checkpointer": CheckpointerConfig(interval=5, permanent_interval=None),
+            "progress": ProgressConfig(enabled=False),
+            "wandb": WandbConfig(mode="offline"),
+            "loss_plot": LossPlotConfig(enabled=False),
+            "probe": _RecorderConfig(name="probe"),
+        },
+    )
