@@ -18,7 +18,6 @@ from launcher import testing
 from launcher.backends.backend import JobState
 from launcher.backends.slurm import SlurmBackend
 from launcher.registry.client import RegistryClient
-from models.train import checkpoint
 
 SOURCE = Path(__file__).resolve().parents[1]
 PROJECT = "2026_01_01_launcher_e2e"
@@ -97,9 +96,18 @@ def test_nano_with_two_cpu_processes_completes_on_slurm(workspace, env, cluster)
 
 
 def _newest_checkpoint_step(run_dir: Path) -> int:
-    """The step of the run's newest complete checkpoint (0 with none)."""
-    found = checkpoint.list_complete(run_dir / "checkpoints")
-    return found[-1][0] if found else 0
+    """The step of the run's newest complete checkpoint (0 with none).
+
+    Read from the run folder's layout, as any user of a run folder would (the launcher runs
+    model code only as commands): a checkpoint is written under a temporary name, renamed to
+    `checkpoints/step_<N>` and its meta.json written last, so a `step_<N>` with one is whole.
+    """
+    steps = [
+        int(path.name.removeprefix("step_"))
+        for path in (run_dir / "checkpoints").glob("step_*")
+        if path.name.removeprefix("step_").isdigit() and (path / "meta.json").is_file()
+    ]
+    return max(steps, default=0)
 
 
 def test_a_requeued_job_resumes_from_its_checkpoint(workspace, env, cluster):

@@ -5,7 +5,7 @@ Sources, tried in this order for each run:
                  and config.yaml (the resolved config); downstream scores also come from
                  eval/downstream_step_<N>.json (the offline evaluator's records)
     W&B offline  wandb/offline-run-*/run-<id>.wandb inside a run folder, or a folder of
-                 offline runs (tools/compare/wandb_reader.py); used when there is no
+                 offline runs (models/train/callbacks/wandb_reader.py); used when there is no
                  metrics.jsonl
     W&B online   a project name that is no folder, read with the W&B API (needs network and
                  WANDB_API_KEY)
@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from tools.compare import wandb_reader
+from models.train.callbacks import wandb_reader
 
 logger = logging.getLogger(__name__)
 

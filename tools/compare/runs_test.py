@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.compare import runs, wandb_reader
+from models.train.callbacks import wandb_reader
+from tools.compare import runs
 
 
 def _folder(root: Path, name: str, losses: list[float], config: dict | None = None) -> Path:

@@ -11,12 +11,11 @@ import torch
 from wandb.proto import wandb_internal_pb2
 
 from models.train import pretrain, tiny_run
-from models.train.callbacks import wandb_logger
+from models.train.callbacks import wandb_logger, wandb_reader
 from models.train.callbacks.callback import Callback, Phase
 from models.train.callbacks.loss_plot import LossPlotConfig
 from models.train.callbacks.metrics_logger import read_metrics
 from models.train.run_dir import RunDirectory
-from tools.compare import wandb_reader
 
 
 @pytest.fixture(autouse=True)

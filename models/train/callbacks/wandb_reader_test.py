@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.compare import wandb_reader
+from models.train.callbacks import wandb_reader
 
 wandb = pytest.importorskip("wandb")
 
