@@ -14,13 +14,15 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from models.config.configurable import Configurable
+
 DEFAULT_K = 20
 DEFAULT_TEMPERATURE = 0.07
 _EPS = 1e-8
 
 
-@dataclasses.dataclass
-class KnnConfig:
+@dataclasses.dataclass(kw_only=True)
+class KnnConfig(Configurable["KnnClassifier"]):
     """Attributes:
     k: neighbours per query (clipped to the number of training embeddings).
     temperature: vote weight exp(similarity / temperature), > 0.
@@ -39,6 +41,54 @@ class KnnConfig:
         if self.chunk_size < 1:
             raise ValueError(f"KnnConfig.chunk_size must be >= 1, got {self.chunk_size}")
 
+    def build(
+        self, train_embeddings: Tensor, train_labels: Tensor, num_classes: int
+    ) -> KnnClassifier:
+        """A classifier over `train_embeddings` `[Nt, D]` with labels `[Nt]` in [0, K)."""
+        return KnnClassifier(self, train_embeddings, train_labels, num_classes)
+
+
+class KnnClassifier:
+    """The training embeddings, unit-normalised once, voting for each query (module doc)."""
+
+    def __init__(
+        self, config: KnnConfig, train_embeddings: Tensor, train_labels: Tensor, num_classes: int
+    ) -> None:
+        if train_embeddings.shape[0] != train_labels.shape[0]:
+            raise ValueError(
+                f"{train_embeddings.shape[0]} training embeddings but "
+                f"{train_labels.shape[0]} labels"
+            )
+        if train_embeddings.shape[0] == 0:
+            raise ValueError("kNN needs at least one training embedding")
+        self.config = config
+        self.num_classes = num_classes
+        self.train = torch.nn.functional.normalize(train_embeddings.double(), dim=1, eps=_EPS)
+        self.train_labels = train_labels
+
+    def scores(self, query_embeddings: Tensor) -> Tensor:
+        """Similarity-weighted vote shares `[Nq, K]` (rows sum to 1) of each query `[Nq, D]`."""
+        k = min(self.config.k, self.train.shape[0])
+        chunk_size = self.config.chunk_size
+        votes = []
+        for start in range(0, query_embeddings.shape[0], chunk_size):
+            query = query_embeddings[start : start + chunk_size].double()
+            query = torch.nn.functional.normalize(query, dim=1, eps=_EPS)
+            similarity = query @ self.train.T  # [chunk, Nt]
+            top_similarity, top_index = similarity.topk(k, dim=1)
+            weights = torch.exp(top_similarity / self.config.temperature)  # [chunk, k]
+            labels = self.train_labels[top_index].long()
+            one_hot = torch.nn.functional.one_hot(labels, self.num_classes)
+            vote = (weights[:, :, None] * one_hot).sum(dim=1)  # [chunk, K]
+            votes.append(vote / vote.sum(dim=1, keepdim=True).clamp_min(_EPS))
+        if not votes:
+            return torch.zeros(0, self.num_classes, dtype=torch.float64)
+        return torch.cat(votes)
+
+    def predict(self, query_embeddings: Tensor) -> Tensor:
+        """`[Nq]` predicted class per query (argmax of `scores`)."""
+        return self.scores(query_embeddings).argmax(dim=1)
+
 
 def knn_scores(
     train_embeddings: Tensor,
@@ -47,37 +97,9 @@ def knn_scores(
     num_classes: int,
     config: KnnConfig | None = None,
 ) -> Tensor:
-    """Similarity-weighted vote shares `[Nq, K]` (rows sum to 1) of each query.
-
-    Args:
-        train_embeddings: `[Nt, D]`.
-        train_labels: `[Nt]` class indices in [0, num_classes).
-        query_embeddings: `[Nq, D]`.
-        num_classes: K.
-        config: k, temperature, chunking.
-    """
-    config = config or KnnConfig()
-    if train_embeddings.shape[0] != train_labels.shape[0]:
-        raise ValueError(
-            f"{train_embeddings.shape[0]} training embeddings but {train_labels.shape[0]} labels"
-        )
-    if train_embeddings.shape[0] == 0:
-        raise ValueError("kNN needs at least one training embedding")
-    train = torch.nn.functional.normalize(train_embeddings.double(), dim=1, eps=_EPS)
-    k = min(config.k, train.shape[0])
-    votes = []
-    for start in range(0, query_embeddings.shape[0], config.chunk_size):
-        query = query_embeddings[start : start + config.chunk_size].double()
-        query = torch.nn.functional.normalize(query, dim=1, eps=_EPS)
-        similarity = query @ train.T  # [chunk, Nt]
-        top_similarity, top_index = similarity.topk(k, dim=1)
-        weights = torch.exp(top_similarity / config.temperature)  # [chunk, k]
-        one_hot = torch.nn.functional.one_hot(train_labels[top_index].long(), num_classes)
-        vote = (weights[:, :, None] * one_hot).sum(dim=1)  # [chunk, K]
-        votes.append(vote / vote.sum(dim=1, keepdim=True).clamp_min(_EPS))
-    if not votes:
-        return torch.zeros(0, num_classes, dtype=torch.float64)
-    return torch.cat(votes)
+    """Similarity-weighted vote shares `[Nq, K]` of each query (KnnClassifier.scores)."""
+    classifier = (config or KnnConfig()).build(train_embeddings, train_labels, num_classes)
+    return classifier.scores(query_embeddings)
 
 
 def knn_predict(
@@ -88,5 +110,5 @@ def knn_predict(
     config: KnnConfig | None = None,
 ) -> Tensor:
     """`[Nq]` predicted class per query (argmax of `knn_scores`)."""
-    scores = knn_scores(train_embeddings, train_labels, query_embeddings, num_classes, config)
-    return scores.argmax(dim=1)
+    classifier = (config or KnnConfig()).build(train_embeddings, train_labels, num_classes)
+    return classifier.predict(query_embeddings)
