@@ -13,17 +13,9 @@ Launch:
 
 import dataclasses
 
-from experiments import base as baseline  # noqa: F401 (compared to in dry_run and hygiene)
+from experiments import base as baseline  # noqa: F401 (what this changes: builders, diff)
 from experiments.base_encoder_per_mod_proj import build_model_config as build_encoder_variant
 from experiments.framework import CommonComponents, as_subclass, builders_in, main
-from experiments.script import (  # noqa: F401 (unchanged builders of this experiment)
-    build_common_components,
-    build_dataloader_config,
-    build_dataset_config,
-    build_train_module_config,
-    build_trainer_config,
-    build_visualize_config,
-)
 from models.latent_mim.latent_mim import LatentMIMConfig
 from models.predictor.per_modality_output import PredictorWithPerModalityOutputConfig
 

@@ -13,17 +13,8 @@ Launch:
 
 import dataclasses
 
-from experiments import base as baseline  # noqa: F401 (compared to in dry_run and hygiene)
-from experiments.base import build_model_config as build_base_model_config
+from experiments import base as baseline  # what this changes: its other builders, the diff
 from experiments.framework import CommonComponents, as_subclass, builders_in, main
-from experiments.script import (  # noqa: F401 (unchanged builders of this experiment)
-    build_common_components,
-    build_dataloader_config,
-    build_dataset_config,
-    build_train_module_config,
-    build_trainer_config,
-    build_visualize_config,
-)
 from models.latent_mim.latent_mim import LatentMIMConfig
 from models.predictor.per_modality_output import PredictorWithPerModalityOutputConfig
 
@@ -31,7 +22,7 @@ CHANGES = ("model",)
 
 
 def build_model_config(common: CommonComponents) -> LatentMIMConfig:
-    model = build_base_model_config(common)
+    model = baseline.build_model_config(common)
     decoder = as_subclass(model.decoder, PredictorWithPerModalityOutputConfig)
     return dataclasses.replace(model, decoder=decoder)
 

@@ -11,24 +11,15 @@ Launch:
 
 import dataclasses
 
-from experiments import base as baseline  # noqa: F401 (compared to in dry_run and hygiene)
-from experiments.base import build_model_config  # noqa: F401 (base's model)
+from experiments import base as baseline  # what this changes: its other builders, the diff
 from experiments.framework import CommonComponents, builders_in, main
-from experiments.script import (  # noqa: F401 (unchanged builders of this experiment)
-    build_common_components,
-    build_dataloader_config,
-    build_dataset_config,
-    build_trainer_config,
-    build_visualize_config,
-)
-from experiments.script import build_train_module_config as build_base_train_module_config
 from models.train.train_module import TrainModuleConfig
 
 CHANGES = ("train_module",)
 
 
 def build_train_module_config(common: CommonComponents) -> TrainModuleConfig:
-    return dataclasses.replace(build_base_train_module_config(common), contrastive=None)
+    return dataclasses.replace(baseline.build_train_module_config(common), contrastive=None)
 
 
 if __name__ == "__main__":

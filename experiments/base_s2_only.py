@@ -10,17 +10,8 @@ Launch:
 
 import dataclasses
 
-from experiments import base as baseline  # noqa: F401 (compared to in dry_run and hygiene)
-from experiments.base import build_model_config as build_base_model_config
+from experiments import base as baseline  # what this changes: its other builders, the diff
 from experiments.framework import CommonComponents, builders_in, main
-from experiments.script import (  # noqa: F401 (unchanged builders of this experiment)
-    build_common_components,
-    build_dataloader_config,
-    build_train_module_config,
-    build_trainer_config,
-    build_visualize_config,
-)
-from experiments.script import build_dataset_config as build_base_dataset_config
 from models.data.dataset import DatasetConfig
 from models.latent_mim.latent_mim import LatentMIMConfig
 
@@ -29,12 +20,12 @@ CHANGES = ("model", "dataset")
 
 def build_model_config(common: CommonComponents) -> LatentMIMConfig:
     s2_only = dataclasses.replace(common, training_modalities=("sentinel2_l2a",))
-    return build_base_model_config(s2_only)
+    return baseline.build_model_config(s2_only)
 
 
 def build_dataset_config(common: CommonComponents) -> DatasetConfig:
     s2_only = dataclasses.replace(common, training_modalities=("sentinel2_l2a",))
-    return build_base_dataset_config(s2_only)
+    return baseline.build_dataset_config(s2_only)
 
 
 if __name__ == "__main__":

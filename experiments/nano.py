@@ -10,7 +10,7 @@ Quickstart:
     ./tools/bazel run //experiments:nano -- train nano_quickstart local --trainer.max_steps=100
 """
 
-from experiments import base as baseline  # noqa: F401 (compared to in dry_run and hygiene)
+from experiments import base as baseline  # noqa: F401 (what this is compared to: the diff)
 from experiments import script
 from experiments.framework import CommonComponents, builders_in, main
 from experiments.script import (  # noqa: F401 (unchanged builders of this experiment)

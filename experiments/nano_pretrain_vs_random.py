@@ -9,7 +9,7 @@ Launch (~6 min on 2 cores; then `evaluate nano_pretrain_vs_random_init local --u
 
 import dataclasses
 
-from experiments import base as baseline  # noqa: F401 (compared to in dry_run and hygiene)
+from experiments import base as baseline  # noqa: F401 (what this is compared to: the diff)
 from experiments import nano
 from experiments.framework import CommonComponents, builders_in, main
 from experiments.nano import (  # noqa: F401 (unchanged builders of this experiment)

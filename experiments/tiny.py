@@ -8,17 +8,9 @@ Launch:
         --trainer.callbacks.wandb.project=YYYY_MM_DD_<study>
 """
 
-from experiments import base as baseline  # noqa: F401 (compared to in dry_run and hygiene)
+from experiments import base as baseline  # noqa: F401 (what this changes: builders, diff)
 from experiments.framework import CommonComponents, builders_in, main
-from experiments.script import (  # noqa: F401 (unchanged builders of this experiment)
-    build_common_components,
-    build_dataloader_config,
-    build_dataset_config,
-    build_train_module_config,
-    build_trainer_config,
-    build_visualize_config,
-    v1_model_config,
-)
+from experiments.script import v1_model_config
 from models.latent_mim.latent_mim import LatentMIMConfig
 
 CHANGES = ("model",)

@@ -38,9 +38,9 @@ from experiments.framework import overrides as ov
 from experiments.framework.errors import CommandError
 from experiments.framework.experiment_config import (
     BASELINE_NAME,
-    BUILDER_NAMES,
     Builders,
     CommonComponents,
+    builder_functions,
 )
 from experiments.framework.resolution import SUBCOMMANDS, USAGE, Invocation, UsageError, resolve
 
@@ -56,13 +56,11 @@ def _experiment_from_main() -> str:
 def builders_in(namespace: dict[str, Any]) -> dict[str, Callable[..., Any]]:
     """main()'s keyword arguments from a module namespace (`main(**builders_in(globals()))`).
 
-    The namespace is the experiment module's: the builders it defines plus those it
-    imports, which is exactly what the hygiene test reads with `Builders.from_module`.
+    The namespace is the experiment module's: the builders it defines or imports, the rest
+    from its baseline (`experiment_config.builder_functions`), which is exactly what the
+    hygiene test reads with `Builders.from_module`.
     """
-    missing = [name for name in BUILDER_NAMES.values() if name not in namespace]
-    if missing:
-        raise AttributeError(f"the experiment module lacks {missing}; import them from script")
-    builders = {key: namespace[name] for key, name in BUILDER_NAMES.items()}
+    builders: dict[str, Any] = dict(builder_functions(namespace))
     if isinstance(namespace.get(BASELINE_NAME), types.ModuleType):
         builders[BASELINE_NAME] = namespace[BASELINE_NAME]
     return builders

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from launcher.settings import LaunchSettings
@@ -221,19 +221,33 @@ class Builders:
 
     @classmethod
     def from_module(cls, module: types.ModuleType) -> Builders:
-        """The builders an experiment module defines or imports, by their guide names, and
-        those of the module it imports as `baseline`, if any."""
-        missing = [name for name in BUILDER_NAMES.values() if not hasattr(module, name)]
-        if missing:
-            raise AttributeError(
-                f"experiment module {module.__name__} lacks {missing}: import them from "
-                "experiments.script (or define them)"
-            )
+        """The builders of an experiment module (`builder_functions`) and those of the
+        module it imports as `baseline`, if any."""
         baseline = getattr(module, BASELINE_NAME, None)
         return cls(
-            **{key: getattr(module, name) for key, name in BUILDER_NAMES.items()},
+            **builder_functions(vars(module)),
             baseline=cls.from_module(baseline) if isinstance(baseline, types.ModuleType) else None,
         )
+
+
+def builder_functions(namespace: Mapping[str, Any]) -> dict[str, Callable[..., Any]]:
+    """main()'s builder keywords from an experiment module's namespace.
+
+    A builder the module defines or imports is used as it is; one it lacks is its
+    baseline's (the module it imports as `baseline`, and so on up), so a variant file holds
+    only the builders its hypothesis changes.
+    """
+    baseline = namespace.get(BASELINE_NAME)
+    inherited = builder_functions(vars(baseline)) if isinstance(baseline, types.ModuleType) else {}
+    found = {key: namespace.get(name, inherited.get(key)) for key, name in BUILDER_NAMES.items()}
+    missing = [BUILDER_NAMES[key] for key, builder in found.items() if builder is None]
+    if missing:
+        raise AttributeError(
+            f"experiment module {namespace.get('__name__', '?')} lacks {missing}: define "
+            "them, import them from experiments.script, or import the experiment it derives "
+            "from as its baseline (`from experiments import base as baseline`)"
+        )
+    return found
 
 
 def build_config(builders: Builders, common: CommonComponents) -> ExperimentConfig:

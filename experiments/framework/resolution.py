@@ -92,6 +92,7 @@ FLAGS = {"--resume": ("train", "launch"), "--untrained": ("evaluate", "visualize
 --resume     continue an existing run of the same setup (identity.py)
 --untrained  evaluate or draw the untrained model of a run that has no checkpoint"""
 
+
 class UsageError(ValueError):
     """The command line is wrong; exit status 2."""
 

@@ -21,6 +21,7 @@ from models.config import serialization
 if TYPE_CHECKING:
     from experiments.framework.resolution import Invocation
 
+
 def _rule(title: str) -> str:
     return f"\n== {title} " + "=" * max(0, 86 - len(title))
 

@@ -62,7 +62,8 @@ def _tuple_literal(items: tuple[str, ...]) -> str:
 
 
 def variant_source(name: str, hypothesis: str, changes: tuple[str, ...]) -> str:
-    """The variant file: base's builders, CHANGES declared, build_model_config = base's."""
+    """The variant file: base as its baseline (whose other builders it inherits), CHANGES
+    declared, build_model_config = base's."""
     title = name.removeprefix("base_").replace("_", " ")
     doc = [
         f'"""Base with {title}.',
@@ -77,17 +78,8 @@ def variant_source(name: str, hypothesis: str, changes: tuple[str, ...]) -> str:
         '"""',
     ]
     body = f"""
-from experiments import base as baseline  # noqa: F401 (compared to in dry_run and hygiene)
-from experiments.base import build_model_config as build_base_model_config
+from experiments import base as baseline  # what this changes: its other builders, the diff
 from experiments.framework import CommonComponents, builders_in, main
-from experiments.script import (  # noqa: F401 (unchanged builders of this experiment)
-    build_common_components,
-    build_dataloader_config,
-    build_dataset_config,
-    build_train_module_config,
-    build_trainer_config,
-    build_visualize_config,
-)
 from models.latent_mim.latent_mim import LatentMIMConfig
 
 CHANGES = {_tuple_literal(changes)}
@@ -95,7 +87,7 @@ CHANGES = {_tuple_literal(changes)}
 
 def build_model_config(common: CommonComponents) -> LatentMIMConfig:
     # e.g. dataclasses.replace(model, encoder=as_subclass(model.encoder, MyEncoderConfig))
-    model = build_base_model_config(common)
+    model = baseline.build_model_config(common)
     return model
 
 
