@@ -118,6 +118,17 @@ class Fingerprint:
         return cls(experiment, commit, identity_config(config_dict))
 
 
+def git_output(workspace: Path, *args: str) -> str | None:
+    """What `git -C workspace <args>` prints; None when git is missing, fails or hangs (30 s)."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(workspace), *args], capture_output=True, timeout=30, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.decode(errors="replace")
+
+
 def workspace_commit(workspace: Path, environ: Mapping[str, str] | None = None) -> str:
     """The code a run trains with: the launched commit inside a job, else the checkout's.
 
@@ -127,23 +138,10 @@ def workspace_commit(workspace: Path, environ: Mapping[str, str] | None = None) 
     environ = os.environ if environ is None else environ
     if environ.get("TERRA_LAB_COMMIT"):
         return environ["TERRA_LAB_COMMIT"]
-
-    def git(*args: str) -> str | None:
-        try:
-            result = subprocess.run(
-                ["git", "-C", str(workspace), *args],
-                capture_output=True,
-                timeout=30,
-                check=True,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return result.stdout.decode(errors="replace")
-
-    sha = (git("rev-parse", "HEAD") or "").strip()
+    sha = (git_output(workspace, "rev-parse", "HEAD") or "").strip()
     if not sha:
         return "unknown"
-    diff = git("diff", "HEAD", "--binary")
+    diff = git_output(workspace, "diff", "HEAD", "--binary")
     if diff:
         return f"{sha}+dirty.{hashlib.sha256(diff.encode()).hexdigest()[:12]}"
     return sha

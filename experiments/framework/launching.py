@@ -11,7 +11,6 @@ whose default is dated, is therefore always passed explicitly.
 
 from __future__ import annotations
 
-import subprocess
 from typing import TYPE_CHECKING, TextIO
 
 from experiments.framework import identity, naming
@@ -37,17 +36,8 @@ def job_overrides(invocation: Invocation) -> list[str]:
 
 
 def current_branch() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(launcher.workspace_root()), "rev-parse", "--abbrev-ref", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+    branch = identity.git_output(launcher.workspace_root(), "rev-parse", "--abbrev-ref", "HEAD")
+    return (branch or "").strip() or None
 
 
 def launch_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:

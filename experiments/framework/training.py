@@ -18,7 +18,6 @@ import logging
 import os
 import platform
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -64,17 +63,8 @@ def git_state(workspace: Path) -> dict[str, Any]:
     """Commit, branch and dirtiness of the workspace (empty values outside a checkout)."""
 
     def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(
-                ["git", "-C", str(workspace), *args],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip()
+        out = identity.git_output(workspace, *args)
+        return None if out is None else out.strip()
 
     status = git("status", "--porcelain", "--untracked-files=no")
     return {

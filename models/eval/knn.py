@@ -110,5 +110,5 @@ def knn_predict(
     config: KnnConfig | None = None,
 ) -> Tensor:
     """`[Nq]` predicted class per query (argmax of `knn_scores`)."""
-    classifier = (config or KnnConfig()).build(train_embeddings, train_labels, num_classes)
-    return classifier.predict(query_embeddings)
+    scores = knn_scores(train_embeddings, train_labels, query_embeddings, num_classes, config)
+    return scores.argmax(dim=1)
