@@ -24,14 +24,6 @@ from models.train.callbacks.callback import Callback, Phase
 logger = logging.getLogger(__name__)
 
 
-def config_to_dict(config: Any) -> Any:
-    """Plain YAML-able data for a config tree: its own `as_dict()` when it has one, else
-    models/config's engine (`serialization.to_dict`), which `serialization.load` reverses."""
-    if callable(getattr(config, "as_dict", None)):
-        return config.as_dict()
-    return serialization.to_dict(config)
-
-
 def write_yaml_atomically(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w") as handle:
@@ -62,7 +54,7 @@ class ConfigSaverCallback(Callback):
         if not self.trainer.is_main:
             return
         path = self.trainer.run_dir.config_path
-        data = config_to_dict(self.trainer.run_config)
+        data = serialization.to_dict(self.trainer.run_config)
         if path.exists():
             try:
                 previous = yaml.safe_load(path.read_text(errors="replace"))

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from models.config import serialization
 from models.train.callbacks import config_saver
 from models.train.run_dir import RunDirectory
 
@@ -30,11 +31,6 @@ class Outer:
     lr: float = 1e-4
 
 
-class WithAsDict:
-    def as_dict(self) -> dict:
-        return {"_CLASS_": "x.Y", "depth": 4}
-
-
 def _saver(tmp_path: Path, config: object) -> config_saver.ConfigSaverCallback:
     callback = config_saver.ConfigSaverConfig().build()
     run_dir = RunDirectory(tmp_path).create()
@@ -54,12 +50,10 @@ def test_nested_dataclasses_become_yaml_with_class_names(tmp_path: Path) -> None
     }
 
 
-def test_objects_with_as_dict_are_written_through_it(tmp_path: Path) -> None:
-    _saver(tmp_path, WithAsDict()).pre_train()
-    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == {
-        "_CLASS_": "x.Y",
-        "depth": 4,
-    }
+def test_the_written_file_rebuilds_the_config_through_the_one_engine(tmp_path: Path) -> None:
+    config = Outer(inner=Inner(sizes=(3,)), lr=0.5)
+    _saver(tmp_path, config).pre_train()
+    assert serialization.load(tmp_path / "config.yaml") == config
 
 
 def test_a_changed_config_on_restart_keeps_the_earlier_one_aside(tmp_path: Path) -> None:

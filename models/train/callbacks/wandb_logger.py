@@ -38,9 +38,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from models.config import serialization
 from models.config.configurable import Configurable
 from models.train.callbacks.callback import Callback, Metrics, Phase
-from models.train.callbacks.config_saver import config_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class WandbCallback(Callback):
             tags=list(self.config.tags),
             mode=resolve_mode(self.config.mode),
             dir=str(self.trainer.run_dir.path),
-            config=config_to_dict(self.trainer.run_config),
+            config=serialization.to_dict(self.trainer.run_config),
         )
         path = self._run_id_path()
         run_id = path.read_text().strip() if path.exists() else ""
