@@ -276,10 +276,6 @@ class SlurmBackend(Backend):
         ]
         return states[-1].group(1) if states and states[-1] else ""
 
-    def partition_of(self, job_id: str) -> str:
-        fields = self._scontrol_fields(job_id) or {}
-        return fields.get("Partition", "")
-
     def logs(self, job_id: str) -> str:
         fields = self._scontrol_fields(job_id) or {}
         path = Path(fields["StdOut"]) if fields.get("StdOut") else None
