@@ -112,8 +112,11 @@ def tiny_config(config: ExperimentConfig, h5_dir: str | Path, run_root: str | Pa
         with_evaluator(config.trainer, tiny_evaluator(h5_dir)),
         run=dataclasses.replace(config.trainer.run, root=str(run_root)),
         max_duration=Duration.steps(1),
-        wandb=dataclasses.replace(config.trainer.wandb, enabled=False),
-        progress=dataclasses.replace(config.trainer.progress, enabled=False),
+        callbacks={
+            **config.trainer.callbacks,
+            "wandb": dataclasses.replace(config.trainer.callbacks["wandb"], enabled=False),
+            "progress": dataclasses.replace(config.trainer.callbacks["progress"], enabled=False),
+        },
     )
     return dataclasses.replace(
         config,

@@ -79,7 +79,7 @@ def test_the_evaluator_runs_before_the_metrics_writer_and_wandb(
     config.trainer.callbacks["evaluator"] = callback_lib.EvaluatorCallbackConfig(
         evaluator=_evaluator(tiny_data)
     )
-    config.trainer.wandb = WandbConfig(mode="disabled")  # built, never started
+    config.trainer.callbacks["wandb"] = WandbConfig(mode="disabled")  # built, never started
     env = distributed.DistributedEnv(rank=0, world_size=1, local_rank=0)
     trainer = pretrain.build_trainer(config, env, torch.device("cpu"))
     order = [type(callback) for callback in trainer.callbacks]

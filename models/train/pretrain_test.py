@@ -67,7 +67,7 @@ def test_a_non_finite_loss_stops_the_run_naming_step_and_part_and_writes_no_chec
     data_dir: Path, tmp_path: Path
 ) -> None:
     config = tiny_run.tiny_config(data_dir, tmp_path, "nan", steps=10)
-    config.trainer.checkpointer = CheckpointerConfig(interval=1, keep_last=10)
+    config.trainer.callbacks["checkpointer"] = CheckpointerConfig(interval=1, keep_last=10)
     with pytest.raises(NonFiniteLossError, match=r"non-finite infonce at step 4 \(loss=nan") as err:
         pretrain.train(config, callbacks=[_PoisonInfoNCE(at=4)])
     assert err.value.step == 4 and err.value.parts == ["infonce"]

@@ -38,6 +38,7 @@ from models.modalities.samples import MaskedSample
 from models.train import distributed, pretrain, rng
 from models.train.callbacks.callback import Callback, Metrics
 from models.train.callbacks.checkpointer import CheckpointerConfig
+from models.train.callbacks.defaults import default_callbacks
 from models.train.callbacks.progress import ProgressConfig
 from models.train.callbacks.wandb_logger import WandbConfig
 from models.train.optim import AdamWConfig, CosineWithWarmupConfig
@@ -118,11 +119,14 @@ def tiny_config(
             seed=seed,
             log_interval=log_interval,
             deterministic=True,
-            checkpointer=CheckpointerConfig(
-                interval=checkpoint_interval, keep_last=keep_last, permanent_interval=None
-            ),
-            progress=ProgressConfig(enabled=True),
-            wandb=WandbConfig(enabled=wandb),
+            callbacks={
+                **default_callbacks(),
+                "checkpointer": CheckpointerConfig(
+                    interval=checkpoint_interval, keep_last=keep_last, permanent_interval=None
+                ),
+                "progress": ProgressConfig(enabled=True),
+                "wandb": WandbConfig(enabled=wandb),
+            },
         ),
     )
 

@@ -88,25 +88,7 @@ class DataLoader(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def _callback_entry(name: str) -> property:
-    """`config.<name>` reads and assigns `config.callbacks[name]`."""
-
-    def get(config: TrainerConfig) -> Any:
-        try:
-            return config.callbacks[name]
-        except KeyError:
-            raise AttributeError(
-                f"this TrainerConfig has no {name!r} callback: add one to "
-                f"TrainerConfig.callbacks[{name!r}]"
-            ) from None
-
-    def assign(config: TrainerConfig, value: Any) -> None:
-        config.callbacks[name] = value
-
-    return property(get, assign, doc=f"`callbacks[{name!r}]`")
-
-
-@dataclasses.dataclass(kw_only=True, init=False)
+@dataclasses.dataclass(kw_only=True)
 class TrainerConfig(Configurable["Trainer"]):
     """The loop and its callbacks.
 
@@ -123,46 +105,21 @@ class TrainerConfig(Configurable["Trainer"]):
             callbacks/defaults.py's `default_callbacks()`): each value has `build() ->
             Callback` and may have `enabled` (False: not built). The names are the override
             paths (`--trainer.callbacks.evaluator.interval=500`); a layer above training adds
-            its own here (models/eval's evaluator) without models/train importing it.
-
-    The callbacks recipes and tools set most have shorthands: the keyword arguments
-    `checkpointer=`, `progress=` and `wandb=` set those entries of `callbacks` (keeping
-    the others), and `config.checkpointer` etc. read and assign them.
+            its own here (models/eval's evaluator) without models/train importing it. To
+            change one, start from the defaults: `callbacks={**default_callbacks(),
+            "checkpointer": CheckpointerConfig(interval=10)}`.
     """
 
     run: RunDirConfig
-    max_duration: Duration
-    seed: int
-    log_interval: int
-    deterministic: bool
-    resume: bool
-    callbacks: dict[str, Any]
+    max_duration: Duration = dataclasses.field(default_factory=lambda: Duration.epochs(300))
+    seed: int = rng.DEFAULT_MODEL_SEED
+    log_interval: int = 1
+    deterministic: bool = False
+    resume: bool = True
+    callbacks: dict[str, Any] = dataclasses.field(default_factory=default_callbacks)
 
-    def __init__(
-        self,
-        *,
-        run: RunDirConfig,
-        max_duration: Duration | None = None,
-        seed: int = rng.DEFAULT_MODEL_SEED,
-        log_interval: int = 1,
-        deterministic: bool = False,
-        resume: bool = True,
-        callbacks: dict[str, Any] | None = None,
-        checkpointer: Configurable[Callback] | None = None,
-        progress: Configurable[Callback] | None = None,
-        wandb: Configurable[Callback] | None = None,
-    ) -> None:
-        self.run = run
-        self.max_duration = Duration.epochs(300) if max_duration is None else max_duration
-        self.seed = seed
-        self.log_interval = log_interval
-        self.deterministic = deterministic
-        self.resume = resume
-        self.callbacks = default_callbacks() if callbacks is None else dict(callbacks)
-        shorthands = {"checkpointer": checkpointer, "progress": progress, "wandb": wandb}
-        for name, callback in shorthands.items():
-            if callback is not None:
-                self.callbacks[name] = callback
+    def __post_init__(self) -> None:
+        self.callbacks = dict(self.callbacks)
         self._validate()
 
     def _validate(self) -> None:
@@ -183,10 +140,6 @@ class TrainerConfig(Configurable["Trainer"]):
             raise ValueError(
                 f"TrainerConfig.max_duration must be a Duration, got {self.max_duration!r}"
             )
-
-    checkpointer = _callback_entry("checkpointer")
-    progress = _callback_entry("progress")
-    wandb = _callback_entry("wandb")
 
     @classmethod
     def upgrade_retired_fields(cls, data: dict[str, Any]) -> dict[str, Any]:

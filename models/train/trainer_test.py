@@ -107,7 +107,7 @@ def test_the_standard_callbacks_run_records_loggers_observers_then_the_checkpoin
     data_dir: Path, tmp_path: Path
 ) -> None:
     config = _config(data_dir, tmp_path, "order", steps=1)
-    config.trainer.wandb = WandbConfig(mode="disabled")  # built, never started
+    config.trainer.callbacks["wandb"] = WandbConfig(mode="disabled")  # built, never started
     extra = _Recorder("extra", Phase.OBSERVE, [])
     env = distributed.DistributedEnv()
     trainer = pretrain.build_trainer(config, env, torch.device("cpu"), callbacks=[extra])
@@ -186,7 +186,9 @@ def test_a_duration_in_epochs_counts_batches_of_the_loader(data_dir: Path, tmp_p
 
 def test_checkpoints_keep_the_last_k_and_the_permanent_ones(data_dir: Path, tmp_path: Path) -> None:
     config = _config(data_dir, tmp_path, "keep", steps=10)
-    config.trainer.checkpointer = CheckpointerConfig(interval=2, keep_last=2, permanent_interval=4)
+    config.trainer.callbacks["checkpointer"] = CheckpointerConfig(
+        interval=2, keep_last=2, permanent_interval=4
+    )
     trainer = pretrain.train(config)
     kept = [step for step, _ in checkpoint.list_complete(trainer.run_dir.checkpoints_dir)]
     assert kept == [4, 6, 8, 10]
@@ -283,19 +285,6 @@ def test_a_configured_callback_without_build_is_refused(data_dir: Path, tmp_path
     config = _config(data_dir, tmp_path, "bad", steps=1)
     with pytest.raises(ValueError, match=r"callbacks\['eval'\] is a dict, which has no build"):
         dataclasses.replace(config.trainer, callbacks={"eval": {"interval": 5}})
-
-
-def test_shorthand_arguments_set_entries_of_callbacks_and_keep_the_others(tmp_path: Path) -> None:
-    config = tiny_run.tiny_config(Path("."), tmp_path, "x", 1).trainer
-    replaced = dataclasses.replace(config, wandb=WandbConfig(mode="offline"))
-    assert replaced.callbacks["wandb"] == WandbConfig(mode="offline") == replaced.wandb
-    assert list(replaced.callbacks) == list(config.callbacks)
-    assert replaced.checkpointer is config.checkpointer
-    replaced.checkpointer = CheckpointerConfig(interval=7)
-    assert replaced.callbacks["checkpointer"].interval == 7
-    bare = dataclasses.replace(config, callbacks={})
-    with pytest.raises(AttributeError, match="no 'progress' callback"):
-        _ = bare.progress
 
 
 def test_a_trainer_config_round_trips_through_the_config_engine(tmp_path: Path) -> None:

@@ -104,13 +104,16 @@ def example_config(experiment: str, args: types.SimpleNamespace) -> Any:
             run=RunDirConfig(project=args.project, name=experiment, root=str(args.run_root)),
             max_duration=Duration.steps(args.steps),
             log_interval=1,
-            checkpointer=CheckpointerConfig(
-                interval=args.steps, keep_last=1, permanent_interval=None
-            ),
-            wandb=WandbConfig(enabled=True, mode="offline"),
-            # The example's own evaluator replaces the recipe's (which would score each run
-            # a second time, on 256 tiles, after its last step).
-            callbacks={**config.trainer.callbacks, "evaluator": evaluation(args)},
+            callbacks={
+                **config.trainer.callbacks,
+                "checkpointer": CheckpointerConfig(
+                    interval=args.steps, keep_last=1, permanent_interval=None
+                ),
+                "wandb": WandbConfig(enabled=True, mode="offline"),
+                # The example's own evaluator replaces the recipe's (which would score each
+                # run a second time, on 256 tiles, after its last step).
+                "evaluator": evaluation(args),
+            },
         ),
     )
 
