@@ -205,9 +205,9 @@ def test_after_a_requeue_wandb_history_equals_metrics_jsonl_at_every_step(
     torch.set_num_threads(1)
     data = tiny_run.write_tiny_dataset(tmp_path / "data")
     config = tiny_run.tiny_config(data, tmp_path, "requeued", steps=8, checkpoint_interval=3)
-    trainer_config = dataclasses.replace(
-        config.trainer,
-        wandb=wandb_logger.WandbConfig(mode="offline", replayed_steps=replayed_steps),
+    trainer_config = dataclasses.replace(config.trainer)
+    trainer_config.callbacks["wandb"] = wandb_logger.WandbConfig(
+        mode="offline", replayed_steps=replayed_steps
     )
     trainer_config.callbacks["loss_plot"] = LossPlotConfig(enabled=False)
     config = dataclasses.replace(config, trainer=trainer_config)
