@@ -45,9 +45,7 @@ def dev_services(*names: str) -> Iterator[dict[str, Any]]:
     ones started here are stopped (a developer's running ones stay)."""
     state = real_home() / ".cache" / "terra-lab" / "services"
     wanted = {name: getattr(services, name)(state) for name in names}
-    started = [service for service in wanted.values() if not service.running()]
-    for service in wanted.values():
-        service.start()
+    started = [service for service in wanted.values() if service.start_reporting()[1]]
     try:
         yield wanted
     finally:

@@ -78,8 +78,14 @@ class _Service(abc.ABC):
 
     def start(self) -> str:
         """Start the service unless it runs already (idempotent); where clients reach it."""
+        return self.start_reporting()[0]
+
+    def start_reporting(self) -> tuple[str, bool]:
+        """`start`, and whether this call started the daemons: decided under the lock, so of
+        two concurrent starts exactly one reports that it started them."""
         with process.exclusive_lock(self.lock_file):
-            return self._start()
+            was_up = self.running() and self.healthy()
+            return self._start(), not was_up
 
     def stop(self) -> bool:
         """Stop the daemons this service started; True if any was running."""

@@ -62,8 +62,7 @@ def run(args: types.SimpleNamespace) -> int:
         names, _services(names, state_root, args.registry_address), strict=True
     ):
         if args.action == "start":
-            started = not daemon.running()
-            where = daemon.start()
+            where, started = daemon.start_reporting()
             print(f"{name}: {'started' if started else 'already running'} ({where})")
         elif args.action == "stop":
             print(f"{name}: {'stopped' if daemon.stop() else 'was not running'}")
