@@ -125,7 +125,7 @@ def ensure_services(cluster: clusters.ClusterConfig) -> None:
     """Start the dev services the cluster names, and the embedded registry (idempotent)."""
     wanted = set(cluster.services)
     if "registry" in wanted or cluster.registry.embedded:
-        publish.ensure_registry(dataclasses.replace(cluster.registry, embedded=True))
+        services.registry(address=cluster.registry.host).start()
     if "slurm" in wanted:
         services.slurm().start()
     if "docker" in wanted:

@@ -26,10 +26,6 @@ class RegistryUnavailable(RuntimeError):
         self.cause = cause
 
 
-def ensure_registry(registry: clusters.RegistryConfig) -> None:
-    """Start the embedded registry (idempotent); a configured remote one is left alone."""
-    if registry.embedded:
-        services.Registry(services.default_state_root() / "registry", registry.host).start()
 
 
 def build_commit(
@@ -62,7 +58,8 @@ def publish_image(
         RuntimeError, OSError: the build failed.
     """
     repository = repository or settings.image.repository
-    ensure_registry(registry)
+    if registry.embedded:  # ours, on loopback: started on demand (idempotent)
+        services.registry(address=registry.host).start()
     try:
         registry_client.RegistryClient(
             registry.url, repository, retry=PROBE_RETRY, log=lambda _: None
