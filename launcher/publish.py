@@ -26,8 +26,6 @@ class RegistryUnavailable(RuntimeError):
         self.cause = cause
 
 
-
-
 def build_commit(
     workspace: Path, commit: str, flavor: str, settings: clusters.Settings
 ) -> build.BuiltImage:

@@ -29,6 +29,7 @@ import dataclasses
 import enum
 import importlib
 import json
+import os
 import sys
 import types
 import typing
@@ -330,7 +331,11 @@ def _coerce_to_class(value: Any, cls: type, where: str) -> Any:
 
 
 def to_yaml(obj: Any) -> str:
-    return yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=False, width=100)
+    return _yaml_text(to_dict(obj))
+
+
+def _yaml_text(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100)
 
 
 def from_yaml(text: str, expected: Any = Any) -> Any:
@@ -347,12 +352,22 @@ def from_json(text: str, expected: Any = Any) -> Any:
 
 def save(obj: Any, path: str | Path) -> Path:
     """Write `obj` as YAML (.yaml/.yml) or JSON (.json), chosen by the file suffix."""
+    return save_data(to_dict(obj), path)
+
+
+def save_data(data: Any, path: str | Path) -> Path:
+    """Write `to_dict`'s plain data to `path` (format by suffix), atomically: a temporary
+    file of this process, flushed to disk, then renamed, so a crash or a second writer never
+    leaves a torn file."""
     path = Path(path)
-    text = to_json(obj) if path.suffix == ".json" else to_yaml(obj)
+    text = json.dumps(data, indent=2) if path.suffix == ".json" else _yaml_text(data)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
     return path
 
 

@@ -1,9 +1,8 @@
 """Writes the run's config (`trainer.run_config`) into the run folder as config.yaml.
 
-It runs in the RECORD phase of `pre_train`. Any config object works: one with `as_dict()`
-(the experiment framework's configs) or a config tree of (nested) dataclasses, written by
-models/config/serialization.py with a `_class_` entry naming each class, so a variant's
-subclassed config is recognisable in the file and `serialization.load` rebuilds it.
+It runs in the RECORD phase of `pre_train`. The config tree of (nested) dataclasses is
+written by models/config/serialization.py with a `_class_` entry naming each class, so a
+variant's subclassed config is recognisable in the file and `serialization.load` rebuilds it.
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ import dataclasses
 import logging
 import os
 import time
-from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -22,15 +19,6 @@ from models.config.configurable import Configurable
 from models.train.callbacks.callback import Callback, Phase
 
 logger = logging.getLogger(__name__)
-
-
-def write_yaml_atomically(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
-        yaml.safe_dump(data, handle, sort_keys=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -74,4 +62,4 @@ class ConfigSaverCallback(Callback):
                 logger.warning("config changed since the last start; the old one is in %s", kept)
             else:
                 logger.warning("config.yaml was not valid YAML; moved it to %s", kept)
-        write_yaml_atomically(path, data)
+        serialization.save_data(data, path)
