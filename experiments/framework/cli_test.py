@@ -3,6 +3,7 @@ the config, parameter counts and a diff with base; the CLI surface is frozen."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import io
 
@@ -55,6 +56,20 @@ def test_malformed_wandb_project_exits_2_with_a_valid_example(project: str) -> N
         "dry_run", "base_a", "local", f"--trainer.callbacks.wandb.project={suggestion}"
     )
     assert status == 0
+
+
+def test_a_builder_that_sets_a_malformed_wandb_project_exits_2() -> None:
+    base = Builders.from_module(BASE)
+
+    def trainer_with_project(common):
+        trainer = base.trainer_config_builder(common)
+        wandb = dataclasses.replace(trainer.callbacks["wandb"], project="per_modality")
+        return dataclasses.replace(trainer, callbacks={**trainer.callbacks, "wandb": wandb})
+
+    builders = dataclasses.replace(base, trainer_config_builder=trainer_with_project)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.run(builders, ["dry_run", "base_a", "local"], "base", out, err) == 2
+    assert "'per_modality'" in err.getvalue() and "wandb" in err.getvalue()
 
 
 def test_model_overrides_are_refused_pointing_to_the_scaffold() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiments.framework import data
+from experiments.framework import data, identity
 from experiments.framework.experiment_config import ExperimentConfig
 
 
@@ -22,18 +22,21 @@ class NoCheckpointError(FileNotFoundError):
 
 
 def run_dir(config: ExperimentConfig) -> Path:
-    run = config.trainer.run
-    return Path(run.root) / run.project / run.name
+    return config.trainer.run.build().path
 
 
 def existing_runs(config: ExperimentConfig) -> list[str]:
-    """`project/run` of every run folder under the run root that holds a checkpoint."""
+    """`project/run` of every run folder under the run root with a complete checkpoint
+    (the ones `find_checkpoint` would take), each once."""
+    from models.train import checkpoint
+
     root = Path(config.trainer.run.root)
     if not root.is_dir():
         return []
     return sorted(
-        f"{meta.parents[3].name}/{meta.parents[2].name}"
-        for meta in root.glob("*/*/checkpoints/step_*/meta.json")
+        f"{folder.parent.parent.name}/{folder.parent.name}"
+        for folder in root.glob("*/*/checkpoints")
+        if checkpoint.latest_complete(folder) is not None
     )
 
 
@@ -49,8 +52,8 @@ def require_checkpoint(
     runs = existing_runs(config)
     shown = ", ".join(runs[:8]) + (f" and {len(runs) - 8} more" if len(runs) > 8 else "")
     raise NoCheckpointError(
-        f"run {config.trainer.run.name} of project {config.trainer.run.project} has no "
-        f"checkpoint ({run_dir(config)}); runs with checkpoints: {shown or 'none'}. Give one "
+        f"{identity.run_label(config.trainer.run)} has no checkpoint ({run_dir(config)}); "
+        f"runs with checkpoints: {shown or 'none'}. Give one "
         f"of them, or pass --untrained to {what} the untrained model"
     )
 

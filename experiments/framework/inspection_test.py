@@ -3,6 +3,7 @@ instance is drawn, and a missing checkpoint falls back to the untrained model.""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import io
 import json
@@ -95,3 +96,17 @@ def test_downstream_scores_are_recorded_in_the_run_folder(trained) -> None:
     )
     assert 0.0 <= metrics["eval/landcover/knn_accuracy"] <= 1.0
     assert (inspection.run_dir(config) / "eval" / "downstream_step_1.json").is_file()
+
+
+def test_existing_runs_names_each_run_with_a_complete_checkpoint_once(tmp_path: Path) -> None:
+    config, _ = testing.experiment_config(NANO)
+    run = dataclasses.replace(config.trainer.run, root=str(tmp_path))
+    config = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, run=run))
+    for project, name, steps in (("p", "two", (1, 2)), ("p", "torn", (3,)), ("q", "none", ())):
+        checkpoints = tmp_path / project / name / "checkpoints"
+        checkpoints.mkdir(parents=True)
+        for step in steps:
+            (checkpoints / f"step_{step}").mkdir()
+            meta = {"step": step, "parts": ["model"]} if name != "torn" else "{torn"
+            (checkpoints / f"step_{step}" / "meta.json").write_text(json.dumps(meta))
+    assert inspection.existing_runs(config) == ["p/two"]

@@ -155,9 +155,12 @@ def resolve(builders: Builders, argv: Sequence[str], experiment: str) -> Invocat
 
     warnings: list[str] = []
     naming.validate_wandb_project(config.trainer.run.project)
-    wandb = getattr(config.trainer, "wandb", None)
+    # A builder may set the W&B callback's own project (it wins over the run's, see
+    # wandb_logger.py); it must be a dated project too. (TrainerConfig.wandb, which this
+    # read before, moved into callbacks.)
+    wandb = config.trainer.callbacks.get("wandb")
     if getattr(wandb, "project", None):
-        naming.validate_wandb_project(wandb.project, "--trainer.wandb.project")
+        naming.validate_wandb_project(wandb.project, "trainer.callbacks['wandb'].project")
     try:
         naming.validate_run_name(run_name, experiment)
     except naming.NamingError as error:

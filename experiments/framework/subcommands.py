@@ -10,7 +10,6 @@ visualize  masked inputs and predictions as PNGs (experiments/framework/visualiz
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from experiments.framework import diff
@@ -64,11 +63,6 @@ def baseline_config_for(invocation: Invocation) -> Any:
     return resolution.apply_cli_overrides(baseline_config, invocation.overrides)[0]
 
 
-def run_dir_of(config: Any) -> Path:
-    run = config.trainer.run
-    return Path(run.root) / run.project / run.name
-
-
 def dry_run(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
     config = invocation.config
     print(
@@ -99,7 +93,7 @@ def dry_run(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
         changes = diff.diff_configs(baseline_config, config, ignore=IDENTITY_FIELDS)
         print(diff.format_diff(changes), file=stdout)
     print(_rule("run folder"), file=stdout)
-    print(f"  {run_dir_of(config)}", file=stdout)
+    print(f"  {config.trainer.run.build().path}", file=stdout)
     return 0
 
 
