@@ -48,9 +48,9 @@ from models.data.dataset import DatasetItem
 from models.encoder.encoder import Encoder
 from models.eval import embeddings as embeddings_lib
 from models.eval.geobench import GeoBenchClassificationTaskConfig
-from models.eval.knn import KnnConfig, knn_predict
+from models.eval.knn import KnnConfig
 from models.eval.landcover import LandCoverTaskConfig
-from models.eval.linear_probe import LinearProbeConfig, train_linear_probe
+from models.eval.linear_probe import LinearProbeConfig
 from models.eval.metrics import IGNORE_LABEL, classification_scores, segmentation_scores
 from models.eval.tasks import EvalTask, TaskData
 from models.nn.precision import check_precision
@@ -167,15 +167,12 @@ class Evaluator:
         prefix = f"{METRIC_PREFIX}/{data.name}"
         out: dict[str, float] = {}
         if "knn" in config.methods:
-            predictions = knn_predict(
-                train.pooled, data.train.labels, test.pooled, data.num_classes, config.knn
-            )
+            classifier = config.knn.build(train.pooled, data.train.labels, data.num_classes)
+            predictions = classifier.predict(test.pooled)
             scores = classification_scores(predictions, data.test.labels, data.num_classes)
             out.update({f"{prefix}/knn_{key}": value for key, value in scores.items()})
         if "linear_probe" in config.methods:
-            probe = train_linear_probe(
-                train.pooled, data.train.labels, data.num_classes, config.linear_probe
-            )
+            probe = config.linear_probe.build(train.pooled, data.train.labels, data.num_classes)
             scores = classification_scores(
                 probe.predict(test.pooled), data.test.labels, data.num_classes
             )
@@ -188,9 +185,7 @@ class Evaluator:
             scores = self._patch_knn(train.patches, train_labels, test.patches, test_labels, data)
             out.update({f"{prefix}/patch_knn_{key}": value for key, value in scores.items()})
         if has_patches and "segmentation" in config.methods:
-            probe = train_linear_probe(
-                train.patches, train_labels, data.num_classes, config.linear_probe
-            )
+            probe = config.linear_probe.build(train.patches, train_labels, data.num_classes)
             scores = segmentation_scores(probe.predict(test.patches), test_labels, data.num_classes)
             out.update({f"{prefix}/seg_{key}": value for key, value in scores.items()})
         out[f"{prefix}/seconds"] = time.perf_counter() - started
@@ -222,9 +217,8 @@ class Evaluator:
             train_rows, train_y = train_rows[pick], train_y[pick]
         test_rows, test_y = test_patches.reshape(-1, width), test_labels.reshape(-1)
         scored = test_y != IGNORE_LABEL
-        predictions = knn_predict(
-            train_rows, train_y, test_rows[scored], data.num_classes, self.config.knn
-        )
+        classifier = self.config.knn.build(train_rows, train_y, data.num_classes)
+        predictions = classifier.predict(test_rows[scored])
         return classification_scores(predictions, test_y[scored], data.num_classes)
 
 

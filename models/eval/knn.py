@@ -88,27 +88,3 @@ class KnnClassifier:
     def predict(self, query_embeddings: Tensor) -> Tensor:
         """`[Nq]` predicted class per query (argmax of `scores`)."""
         return self.scores(query_embeddings).argmax(dim=1)
-
-
-def knn_scores(
-    train_embeddings: Tensor,
-    train_labels: Tensor,
-    query_embeddings: Tensor,
-    num_classes: int,
-    config: KnnConfig | None = None,
-) -> Tensor:
-    """Similarity-weighted vote shares `[Nq, K]` of each query (KnnClassifier.scores)."""
-    classifier = (config or KnnConfig()).build(train_embeddings, train_labels, num_classes)
-    return classifier.scores(query_embeddings)
-
-
-def knn_predict(
-    train_embeddings: Tensor,
-    train_labels: Tensor,
-    query_embeddings: Tensor,
-    num_classes: int,
-    config: KnnConfig | None = None,
-) -> Tensor:
-    """`[Nq]` predicted class per query (argmax of `knn_scores`)."""
-    scores = knn_scores(train_embeddings, train_labels, query_embeddings, num_classes, config)
-    return scores.argmax(dim=1)

@@ -16,7 +16,7 @@ def test_a_query_takes_the_class_of_its_cluster() -> None:
     )
     labels = torch.arange(3).repeat_interleave(10)
     queries = centres + 0.3 * torch.randn(3, 3, generator=generator)
-    predictions = knn.knn_predict(train, labels, queries, 3, knn.KnnConfig(k=5))
+    predictions = knn.KnnConfig(k=5).build(train, labels, 3).predict(queries)
     assert predictions.tolist() == [0, 1, 2]
 
 
@@ -24,7 +24,7 @@ def test_votes_are_weighted_by_exp_similarity_over_temperature() -> None:
     # Two neighbours: class 0 at similarity 1, class 1 at similarity 0 (orthogonal).
     train = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     labels = torch.tensor([0, 1])
-    scores = knn.knn_scores(train, labels, torch.tensor([[2.0, 0.0]]), 2, knn.KnnConfig(k=2))
+    scores = knn.KnnConfig(k=2).build(train, labels, 2).scores(torch.tensor([[2.0, 0.0]]))
     heavy, light = math.exp(1 / 0.07), math.exp(0 / 0.07)
     assert scores[0].tolist() == pytest.approx([heavy / (heavy + light), light / (heavy + light)])
 
@@ -36,13 +36,17 @@ def test_more_far_neighbours_can_outvote_one_close_neighbour_only_without_sharpe
     train = torch.cat([torch.tensor([[1.0, 0.0]]), far])
     labels = torch.tensor([0, 1, 1, 1])
     query = torch.tensor([[1.0, 0.0]])
-    sharp = knn.knn_predict(train, labels, query, 2, knn.KnnConfig(k=4, temperature=0.07))
-    flat = knn.knn_predict(train, labels, query, 2, knn.KnnConfig(k=4, temperature=100.0))
+    sharp = knn.KnnConfig(k=4, temperature=0.07).build(train, labels, 2).predict(query)
+    flat = knn.KnnConfig(k=4, temperature=100.0).build(train, labels, 2).predict(query)
     assert sharp.tolist() == [0] and flat.tolist() == [1]
 
 
 def test_k_larger_than_the_training_set_uses_every_neighbour() -> None:
-    scores = knn.knn_scores(torch.randn(3, 4), torch.tensor([0, 1, 1]), torch.randn(2, 4), 2)
+    scores = (
+        knn.KnnConfig()
+        .build(torch.randn(3, 4), torch.tensor([0, 1, 1]), 2)
+        .scores(torch.randn(2, 4))
+    )
     assert scores.shape == (2, 2)
     assert torch.allclose(scores.sum(dim=1), torch.ones(2, dtype=scores.dtype))
 
@@ -50,8 +54,8 @@ def test_k_larger_than_the_training_set_uses_every_neighbour() -> None:
 def test_chunking_does_not_change_the_scores() -> None:
     train, labels = torch.randn(30, 8), torch.randint(0, 4, (30,))
     queries = torch.randn(7, 8)
-    whole = knn.knn_scores(train, labels, queries, 4, knn.KnnConfig(k=5, chunk_size=100))
-    pieces = knn.knn_scores(train, labels, queries, 4, knn.KnnConfig(k=5, chunk_size=2))
+    whole = knn.KnnConfig(k=5, chunk_size=100).build(train, labels, 4).scores(queries)
+    pieces = knn.KnnConfig(k=5, chunk_size=2).build(train, labels, 4).scores(queries)
     assert torch.allclose(whole, pieces, rtol=0, atol=1e-12)
 
 
