@@ -128,7 +128,7 @@ def build_trainer(
     module = config.train_module.build(
         model, max_steps, device, env, global_batch_size=config.data_loader.global_batch_size
     )
-    return config.trainer.build(module, loader, env, callbacks, config_to_save=config)
+    return config.trainer.build(module, loader, env, callbacks, run_config=config)
 
 
 def train(

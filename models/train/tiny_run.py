@@ -187,7 +187,7 @@ def build_rank_merged_trainer(
         env,
         global_batch_size=config.data_loader.global_batch_size,
     )
-    return config.trainer.build(module, loader, env, callbacks, config_to_save=config)
+    return config.trainer.build(module, loader, env, callbacks, run_config=config)
 
 
 class StepDelay(Callback):

@@ -168,7 +168,7 @@ class TrainerConfig(Configurable["Trainer"]):
         data_loader: DataLoader,
         env: distributed.DistributedEnv | None = None,
         callbacks: Sequence[Callback] = (),
-        config_to_save: Any = None,
+        run_config: Any = None,
     ) -> Trainer:
         """The trainer with the enabled callbacks of `self.callbacks`, then `callbacks`.
 
@@ -178,7 +178,7 @@ class TrainerConfig(Configurable["Trainer"]):
             env: rank and world size (default: read from the environment).
             callbacks: extra callbacks (test hooks, a command's own records, ...); they
                 run after the configured ones of their phase.
-            config_to_save: the whole experiment config for config.yaml and W&B
+            run_config: the whole experiment config for config.yaml and W&B
                 (default: this trainer config).
         """
         configured = [
@@ -193,7 +193,7 @@ class TrainerConfig(Configurable["Trainer"]):
             run_dir=self.run.build(),
             env=env or distributed.DistributedEnv.from_environ(),
             callbacks=[*configured, *callbacks],
-            run_config=self if config_to_save is None else config_to_save,
+            run_config=self if run_config is None else run_config,
         )
 
 
@@ -211,14 +211,14 @@ class Trainer:
         run_dir: RunDirectory,
         env: distributed.DistributedEnv,
         callbacks: Iterable[Callback],
-        run_config: Any = None,
+        run_config: Any,
     ) -> None:
         self.config = config
         self.train_module = train_module
         self.data_loader = data_loader
         self.run_dir = run_dir
         self.env = env
-        self.run_config = config if run_config is None else run_config
+        self.run_config = run_config
         self.steps_per_epoch = len(data_loader)
         if self.steps_per_epoch < 1:
             raise ValueError(
