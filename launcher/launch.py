@@ -37,7 +37,7 @@ from launcher.backends.local import LocalBackend
 from launcher.backends.slurm import SlurmBackend
 from launcher.cli import command
 from launcher.gate import gate
-from launcher.gate.gate import LaunchRefused, resolve_commit
+from launcher.gate.gate import LaunchRefused
 from launcher.image import app_layer
 from launcher.services import services
 from launcher.settings import LaunchSettings
@@ -47,9 +47,7 @@ __all__ = [
     "LaunchFailed",
     "LaunchRefused",
     "LaunchResult",
-    "LaunchSettings",
     "launch_experiment",
-    "resolve_commit",
 ]
 
 

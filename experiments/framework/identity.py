@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from experiments.framework.diff import flatten
 from experiments.framework.errors import CommandError
 
 FILE_NAME = "identity.json"
@@ -70,20 +71,6 @@ class RunIdentityError(CommandError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, exit_code=2)
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a.b.c": leaf} of a nested dict (lists and scalars are leaves)."""
-    if not isinstance(data, Mapping):
-        return {prefix: data}
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, path))
-        else:
-            flat[path] = value
-    return flat
 
 
 def _volatile(path: str) -> bool:
