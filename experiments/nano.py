@@ -10,15 +10,9 @@ Quickstart:
     ./tools/bazel run //experiments:nano -- train nano_quickstart local --trainer.max_steps=100
 """
 
-from experiments import base as baseline  # noqa: F401 (what this is compared to: the diff)
+from experiments import base as baseline  # noqa: F401 (what this changes: builders, diff)
 from experiments import script
 from experiments.framework import CommonComponents, builders_in, main
-from experiments.script import (  # noqa: F401 (unchanged builders of this experiment)
-    build_common_components,
-    build_dataset_config,
-    build_trainer_config,
-    build_visualize_config,
-)
 
 CHANGES = ("model", "data_loader", "train_module")
 

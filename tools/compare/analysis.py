@@ -32,7 +32,8 @@ IDENTITY_PATHS = (
     "run_name",
     "cluster",
     "trainer.run.name",
-    "trainer.wandb.name",
+    "trainer.callbacks.wandb.name",
+    "trainer.wandb.name",  # run folders written before the callbacks moved into callbacks
 )
 """Config paths that name a run rather than describe it; they differ by design."""
 ABSENT = "<absent>"
