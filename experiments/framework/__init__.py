@@ -4,8 +4,8 @@ Public API (names resolve lazily, so importing one submodule never imports the o
     main, builders_in                        experiments.framework.cli
     CommonComponents, ExperimentConfig,      experiments.framework.experiment_config
     VisualizeSettings, Builders, build_config, as_subclass
-Modules: overrides, naming, diff, hygiene,
-clusters, training, evaluate, visualize, launching, testing.
+Modules: resolution, overrides, naming, diff, hygiene, identity, clusters, subcommands,
+training, evaluate, inspection, visualize, launching, testing.
 """
 
 from __future__ import annotations

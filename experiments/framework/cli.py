@@ -15,6 +15,7 @@ Subcommands:
 Options:
     --resume   (train, launch) continue an existing run of the same setup: experiment,
                commit and config must match what the run folder recorded (identity.json)
+    --untrained  (evaluate, visualize) use the untrained model when the run has no checkpoint
 
 Exit status: 0 done; 2 the command line is wrong (usage, unknown or mistyped override,
 bad name, a run name taken by another setup; the message says what to type); 1 the work

@@ -5,11 +5,13 @@ which pulls the image by digest and runs it through the Docker engine when one a
 (DOCKER_HOST, the launcher/services engine, /var/run/docker.sock), else through bubblewrap on
 the unpacked image. Its files live in the job folder: `run_image.py` (a copy), `job.json`,
 `output.log`, `pid` and, once it ends, `exit_code`. The job id is
-`<run name>-<YYYYmmdd-HHMMSS>`; the index in `<cache>/local-jobs/<id>` points at the folder.
+`<run name>-<job folder name>` (`<YYYYmmddTHHMMSS>-<hex>`, launch.new_job_dir); the index in
+`<cache>/jobs/<cluster>/<id>` points at the folder.
 
-`preflight` (launch calls it before the gate) makes sure the machine can run the image at
-all: it starts the dev Docker engine when the cluster lists that service, and otherwise
-installs bubblewrap on demand (`ensure_container_runtime`, also for the dev Slurm node).
+`preflight` (launch calls it after the static checks, before the tests) makes sure the
+machine can run the image at all: it starts the dev Docker engine when the cluster lists
+that service, and otherwise installs bubblewrap on demand (`ensure_container_runtime`, also
+for the dev Slurm node).
 """
 
 from __future__ import annotations
