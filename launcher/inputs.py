@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from launcher import clusters
-from launcher.image import base_layer, deps_layer
+from launcher.image import app_layer, base_layer, deps_layer
 from launcher.services import packages
 from launcher.workspace import workspace_root
 
@@ -53,17 +53,13 @@ def checkout() -> Path:
 
 def commit(workspace: Path, revision: str) -> str:
     """The full sha of `revision` in `workspace`; an unknown one is bad input."""
-    result = subprocess.run(
-        ["git", "-C", str(workspace), "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
+    try:
+        return app_layer.resolve_commit(workspace, revision)
+    except RuntimeError as error:
         raise BadInput(
             f"unknown revision {revision!r}: no such commit in {workspace}; pass a commit sha, "
             "branch or tag that `git log --oneline` shows"
-        )
-    return result.stdout.strip()
+        ) from error
 
 
 def flavor(value: str | None) -> str:
