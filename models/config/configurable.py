@@ -13,8 +13,9 @@ like `EncoderConfig(768, 12)` would silently bind to whatever order the fields h
         def build(self) -> torch.nn.Dropout:
             return torch.nn.Dropout(self.p)
 
-This package is a leaf: it imports nothing of terra-lab and no third-party package, so
-the model library, the experiments and the launcher can all build on it.
+This module imports nothing of terra-lab and no third-party package (its package,
+models/config, is a leaf whose one dependency is pyyaml, for serialization.py), so the model
+library, the experiments and the launcher can all build on it.
 """
 
 from __future__ import annotations

@@ -112,21 +112,6 @@ def check_run_name(value: str) -> str:
     return _check(run_name_problem(value), value)
 
 
-def check_project(value: str) -> str:
-    """`value` when it is a valid W&B project; else InvalidNameError."""
-    return _check(project_problem(value), value)
-
-
-def check_experiment(value: str) -> str:
-    """`value` when it is a valid experiment name; else InvalidNameError."""
-    return _check(experiment_problem(value), value)
-
-
-def check_cluster(value: str) -> str:
-    """`value` when it is a valid cluster name; else InvalidNameError."""
-    return _check(cluster_problem(value), value)
-
-
 def control_character_problem(what: str, value: str) -> str | None:
     """Why `value` (an override, an argument) cannot travel in a command line, or None.
 
