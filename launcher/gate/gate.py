@@ -136,6 +136,11 @@ def push_problems(workspace: Path, commit: str = "HEAD") -> list[str]:
     ]
 
 
+def default_bazel(workspace: Path) -> list[str]:
+    """The workspace's own Bazel entry point, which the gate runs unless told otherwise."""
+    return [str(workspace / "tools" / "bazel")]
+
+
 def experiment_label(experiment: str, label: str = "") -> str:
     """The experiment's Bazel label: `label` when given, else `//experiments:<experiment>`."""
     return label.removeprefix("@") if label else f"//experiments:{experiment}"
@@ -194,7 +199,7 @@ def query_launch_tests(workspace: Path, label: str, bazel: list[str] | None = No
     except ValueError as error:
         raise LaunchRefused([str(error)]) from None
     command = [
-        *(bazel or [str(workspace / "tools" / "bazel")]),
+        *(bazel or default_bazel(workspace)),
         "query",
         "--output=label",
         "--order_output=no",
@@ -247,7 +252,7 @@ def run_launch_tests(workspace: Path, target: str, bazel: list[str] | None = Non
         file=sys.stderr,
         flush=True,
     )
-    command = [*(bazel or [str(workspace / "tools" / "bazel")]), "test", *labels]
+    command = [*(bazel or default_bazel(workspace)), "test", *labels]
     tail: collections.deque[str] = collections.deque(maxlen=30)
     process = subprocess.Popen(
         command,

@@ -45,13 +45,9 @@ def experiment_label(experiment: str) -> str:
     return gate.experiment_label(experiment)
 
 
-def default_bazel(workspace: Path) -> list[str]:
-    return [str(workspace / "tools" / "bazel")]
-
-
 def run(args: types.SimpleNamespace) -> int:
     workspace = Path(args.workspace or workspace_root())
-    bazel = default_bazel(workspace)
+    bazel = gate.default_bazel(workspace)
     label = experiment_label(args.experiment)
     try:
         labels = gate.query_launch_tests(workspace, label, bazel)

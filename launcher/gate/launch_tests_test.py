@@ -10,7 +10,7 @@ def use_bazel(monkeypatch):
     """Makes the binary run `bazel` (a fake) in place of the workspace's tools/bazel."""
 
     def use(bazel):
-        monkeypatch.setattr(launch_tests, "default_bazel", lambda workspace: [str(bazel)])
+        monkeypatch.setattr(gate, "default_bazel", lambda workspace: [str(bazel)])
 
     return use
 

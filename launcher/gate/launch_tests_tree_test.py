@@ -62,7 +62,7 @@ def copies(env):
 
 
 def _launch_tests(work: Path) -> set[str]:
-    return set(gate.query_launch_tests(work, NANO, [str(work / "tools" / "bazel")]))
+    return set(gate.query_launch_tests(work, NANO, gate.default_bazel(work)))
 
 
 def test_a_test_added_to_a_model_package_joins_the_launch_tests_of_its_experiments(copies):
