@@ -446,6 +446,12 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     window = window or analysis.auto_window(list(runs))
     sections = build_sections(runs, baseline, out, metric, window, source)
+    return write_pages(out, title, sections)
+
+
+def write_pages(out: Path, title: str, sections: Sequence[Section]) -> ReportPaths:
+    """report.md and report.html of `sections` in `out`, whose PNGs the sections already wrote
+    there; the page embeds them, so it travels as one file."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     markdown = [f"# {title}", f"Generated {stamp} by `bazel run //tools:compare`."]
     body = [
