@@ -14,6 +14,7 @@ from pathlib import Path
 from launcher import clusters
 from launcher.gate.gate import LaunchRefused, resolve_commit
 from launcher.launch import LaunchFailed, LaunchResult, launch_experiment
+from launcher.resubmit import ResubmitResult, resubmit_image
 from launcher.settings import PRIORITIES, JobResources, LaunchSettings
 from launcher.workspace import workspace_root
 
@@ -26,10 +27,12 @@ __all__ = [
     "LaunchRefused",
     "LaunchResult",
     "LaunchSettings",
+    "ResubmitResult",
     "cluster_names",
     "cluster_roots",
     "launch_experiment",
     "resolve_commit",
+    "resubmit_image",
     "workspace_root",
 ]
 
