@@ -12,6 +12,8 @@ A launched run must be reproducible from its commit alone, so the gate refuses w
     (`launch_tests_query`), so a new test in any package the experiment depends on, or a new
     package it comes to depend on, gates the next launch without anyone editing anything.
     `bazel run //launcher/gate:launch_tests -- //experiments:<name>` lists and runs the same set.
+    A group of runs (a study's variants) is gated once: the union of its distinct experiments'
+    launch tests in ONE `bazel test` (`check_group_tests_and_commit`).
 The cheap checks run first and are reported together; the tests run only when they pass.
 There is deliberately no flag to skip any of this.
 """
@@ -24,6 +26,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from models.names import names
@@ -244,11 +247,48 @@ def run_launch_tests(workspace: Path, target: str, bazel: list[str] | None = Non
     Raises:
         LaunchRefused: the tests cannot be listed, or they do not all pass.
     """
-    labels = query_launch_tests(workspace, target, bazel)
+    return run_group_launch_tests(workspace, [target], bazel)
+
+
+def run_group_launch_tests(
+    workspace: Path, targets: Sequence[str], bazel: list[str] | None = None
+) -> list[str]:
+    """ONE `bazel test` of the union of the launch tests of the experiments `targets`
+    (labels; repeats count once); returns the labels it ran, sorted.
+
+    Each experiment's tests are asked of Bazel separately (one query each, as for a single
+    launch), so the union is exactly what the experiments' own launches would test; one
+    test command then lets Bazel share the build and run each test once.
+
+    Raises:
+        LaunchRefused: a label is malformed (all such are named, before Bazel runs), the
+            tests cannot be listed, or they do not all pass.
+    """
+    targets = list(dict.fromkeys(targets))
+    if not targets:
+        raise ValueError("run_group_launch_tests needs at least one experiment label")
+    malformed = []
+    for target in targets:
+        try:
+            launch_tests_query(target)
+        except ValueError as error:
+            malformed.append(str(error))
+    if malformed:
+        raise LaunchRefused(malformed)
+    labels = sorted(
+        {label for target in targets for label in query_launch_tests(workspace, target, bazel)}
+    )
     packages = _packages(labels)
+    if len(targets) == 1:
+        (target,) = targets
+        what, listing, rerun = target, f"{HUMAN_COMMAND} --list {target}", target
+    else:
+        what = f"{len(targets)} experiments ({', '.join(targets)})"
+        listing = f"{HUMAN_COMMAND} --list LABEL, for each"
+        rerun = "LABEL for each: " + ", ".join(targets)
     print(
-        f"[gate] bazel test: the {len(labels)} launch tests of {target}, from {len(packages)} "
-        f"packages ({', '.join(packages)}); list them: {HUMAN_COMMAND} --list {target}",
+        f"[gate] bazel test: the {len(labels)} launch tests of {what}, from {len(packages)} "
+        f"packages ({', '.join(packages)}); list them: {listing}",
         file=sys.stderr,
         flush=True,
     )
@@ -270,9 +310,9 @@ def run_launch_tests(workspace: Path, target: str, bazel: list[str] | None = Non
     if code != 0:
         raise LaunchRefused(
             [
-                f"the launch tests of {target} failed (`bazel test` exit {code}); the "
+                f"the launch tests of {what} failed (`bazel test` exit {code}); the "
                 f"experiment's tests must pass at this commit (rerun them: {HUMAN_COMMAND} "
-                f"{target}). Last lines:\n      " + "\n      ".join(tail)
+                f"{rerun}). Last lines:\n      " + "\n      ".join(tail)
             ]
         )
     return labels
@@ -323,10 +363,24 @@ def check_tests_and_commit(
         commit: the sha resolved before the gate (`resolve_commit`); None resolves it now.
             When HEAD is not that commit after the tests, the launch is refused.
     """
+    return check_group_tests_and_commit(
+        workspace, [experiment_label(experiment, label)], bazel, commit
+    )
+
+
+def check_group_tests_and_commit(
+    workspace: Path,
+    labels: Sequence[str],
+    bazel: list[str] | None = None,
+    commit: str | None = None,
+) -> str:
+    """Run the union of the launch tests of the experiments `labels` in one `bazel test`
+    (`run_group_launch_tests`); returns the commit they vouch for (see check_tests_and_commit).
+    """
     commit = commit or resolve_commit(workspace)
     if problems := moved_problems(workspace, commit):
         raise LaunchRefused(problems)
-    run_launch_tests(workspace, experiment_label(experiment, label), bazel)
+    run_group_launch_tests(workspace, labels, bazel)
     # The tests ran on the working tree: make sure nothing changed meanwhile.
     if problems := moved_problems(workspace, commit) + tree_problems(workspace):
         raise LaunchRefused(problems)

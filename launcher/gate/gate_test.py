@@ -234,3 +234,60 @@ def test_a_detached_head_is_told_to_create_a_branch(pushed_repo):
     testing.git(pushed_repo, "checkout", "-q", "--detach")
     (problem,) = gate.push_problems(pushed_repo)
     assert "HEAD is detached" in problem and "git switch -c" in problem
+
+
+def test_a_group_runs_the_union_of_its_experiments_launch_tests_in_one_bazel_test(
+    pushed_repo, tmp_path, capsys
+):
+    answers = {
+        "//experiments:base": "//experiments:base_test\n//models/nn:attention_test\n",
+        "//experiments:base_wide": (
+            "//experiments:base_wide_test\n//models/nn:attention_test\n//models/encoder:vit_test\n"
+        ),
+    }
+    bazel, log = fake_bazel.write(tmp_path, answers_by_label=answers)
+    labels = ["//experiments:base", "//experiments:base_wide", "//experiments:base"]
+    commit = gate.check_group_tests_and_commit(pushed_repo, labels, [str(bazel)])
+    assert commit == testing.git(pushed_repo, "rev-parse", "HEAD")
+    *queries, test = fake_bazel.calls(log)
+    # One query per distinct experiment, then one test command over the union, each test once.
+    assert [query[-1] for query in queries] == [
+        gate.launch_tests_query("//experiments:base"),
+        gate.launch_tests_query("//experiments:base_wide"),
+    ]
+    union = [
+        "//experiments:base_test",
+        "//experiments:base_wide_test",
+        "//models/encoder:vit_test",
+        "//models/nn:attention_test",
+    ]
+    assert test == ["test", *union]
+    summary = capsys.readouterr().err
+    assert "the 4 launch tests of 2 experiments (//experiments:base, //experiments:base_wide)" in (
+        summary
+    )
+    assert "from 3 packages (experiments, models/encoder, models/nn)" in summary
+
+
+def test_a_group_with_a_malformed_label_names_every_one_and_runs_no_bazel(pushed_repo, tmp_path):
+    bazel, log = fake_bazel.write(tmp_path)
+    with pytest.raises(gate.LaunchRefused) as refused:
+        gate.check_group_tests_and_commit(
+            pushed_repo, ["//experiments:nano", "nano", "@pypi//:torch"], [str(bazel)]
+        )
+    assert len(refused.value.reasons) == 2
+    assert "'nano'" in refused.value.reasons[0] and "@pypi" in refused.value.reasons[1]
+    assert not log.exists()
+
+
+def test_a_failing_group_names_its_experiments_and_how_to_rerun_each(pushed_repo, tmp_path):
+    bazel, _ = fake_bazel.write(tmp_path, "exit 3")
+    with pytest.raises(gate.LaunchRefused) as refused:
+        gate.check_group_tests_and_commit(
+            pushed_repo, ["//experiments:nano", "//experiments:base"], [str(bazel)]
+        )
+    (reason,) = refused.value.reasons
+    assert "the launch tests of 2 experiments (//experiments:nano, //experiments:base) failed" in (
+        reason
+    )
+    assert "launch_tests -- LABEL for each: //experiments:nano, //experiments:base" in reason
