@@ -29,6 +29,7 @@ from experiments.framework.errors import CommandError
 from experiments.framework.experiment_config import ExperimentConfig
 from experiments.framework.overrides import AppliedOverride
 from models.train.callbacks.callback import Callback, Phase
+from models.train.callbacks.wandb_logger import PROVENANCE_FILE
 
 if TYPE_CHECKING:
     from experiments.framework.resolution import Invocation
@@ -108,8 +109,9 @@ class RunRecordCallback(Callback):
             f"{run_path.name} {self.cluster} $(grep -v '^#' overrides.txt)\n"
         )
         _write_text(run_path / "overrides.txt", header + "".join(lines))
-        provenance = _read_provenance(run_path / "provenance.json")
-        provenance_path = run_path / "provenance.json"
+        # The W&B callback reads this start's entry (commit, image) for its run's config.
+        provenance_path = run_path / PROVENANCE_FILE
+        provenance = _read_provenance(provenance_path)
         starts = provenance.get("starts", [])
         starts.append(
             {

@@ -26,13 +26,27 @@ and drops later ones. `WandbConfig.replayed_steps` picks how:
 The W&B run starts at the first step (rank 0), when the step a resume continues from is
 known. Its project and name default to the run folder's (`trainer.run_project`,
 `trainer.run_name`), its config is the run's (`trainer.run_config`).
+
+Runs of a study. A study's runs share a W&B `group` (the study), have a `job_type` (the
+variant) and `notes` (the hypothesis), so W&B groups, filters and describes them as the
+study does. Every run's W&B config also holds a `provenance` block that says what produced
+the numbers: `commit` and `image` of this start, `seed` (the trainer's), `study`,
+`hypothesis` and `variant` (group, notes and job_type again, for config-based filters).
+The commit and image come from the run folder's record of this start, `provenance.json`'s
+last `starts` entry, which the experiments framework writes (with TERRA_LAB_COMMIT inside a
+job, else the workspace's git HEAD; TERRA_LAB_IMAGE) in `pre_train`, a RECORD-phase hook
+that runs before W&B starts; this module runs no git. Without such a record of this
+process (a trainer used outside the framework) both are None. A resumed start sends its own
+block, so the W&B config shows the commit and image the newest attempt ran.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
+import socket
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 REPLAYED_STEPS = ("rewind", "hold")
+PROVENANCE_FILE = "provenance.json"
+"""The run folder's record of each start (experiments/framework/training.py writes it)."""
 
 
 def resolve_mode(mode: str, environ: Mapping[str, str] | None = None) -> str:
@@ -58,6 +74,22 @@ def resolve_mode(mode: str, environ: Mapping[str, str] | None = None) -> str:
     return "online" if environ.get("WANDB_API_KEY") else "offline"
 
 
+def this_start_record(run_path: Path) -> dict[str, Any]:
+    """This process's entry of the run folder's provenance.json (its last `starts` entry,
+    when this host and process wrote it); {} when there is none or it cannot be read."""
+    try:
+        starts = json.loads((run_path / PROVENANCE_FILE).read_text()).get("starts") or []
+    except (OSError, ValueError, AttributeError):  # missing, unreadable or not an object
+        return {}
+    last = starts[-1] if isinstance(starts, list) and starts else None
+    if not isinstance(last, dict):
+        return {}
+    # An earlier start's record (a start without the framework's records) is not this one's.
+    if last.get("pid") != os.getpid() or last.get("host") != socket.gethostname():
+        return {}
+    return last
+
+
 @dataclasses.dataclass(kw_only=True)
 class WandbConfig(Configurable["WandbCallback"]):
     """Attributes:
@@ -67,6 +99,9 @@ class WandbConfig(Configurable["WandbCallback"]):
     name: W&B run name; None: the run folder's name.
     entity: W&B team or user; None: the key's default.
     tags: labels shown in the W&B UI.
+    group: W&B run group: the study a run belongs to; None: no group.
+    job_type: W&B job type: the study's variant this run trains; None: none.
+    notes: W&B run notes: the study's hypothesis; None: none.
     replayed_steps: one of REPLAYED_STEPS: how W&B ends up with a resumed attempt's values
         of steps a killed attempt had logged (see the module docstring).
     """
@@ -77,6 +112,9 @@ class WandbConfig(Configurable["WandbCallback"]):
     name: str | None = None
     entity: str | None = None
     tags: tuple[str, ...] = ()
+    group: str | None = None
+    job_type: str | None = None
+    notes: str | None = None
     replayed_steps: str = "rewind"
 
     def __post_init__(self) -> None:
@@ -114,6 +152,22 @@ class WandbCallback(Callback):
         path.write_text(run_id + "\n")
         return run_id
 
+    def provenance(self) -> dict[str, Any]:
+        """The W&B config's `provenance` block (see the module docstring)."""
+        start = this_start_record(Path(self.trainer.run_dir.path))
+        run_config = self.trainer.run_config
+        # An experiment config holds the trainer's config; a bare trainer's run config is
+        # the trainer config itself (TrainerConfig.build's default).
+        trainer_config = getattr(run_config, "trainer", run_config)
+        return {
+            "commit": start.get("commit"),
+            "image": start.get("image"),
+            "seed": getattr(trainer_config, "seed", None),
+            "study": self.config.group,
+            "hypothesis": self.config.notes,
+            "variant": self.config.job_type,
+        }
+
     def _start(self, first_step: int) -> None:
         """Start (or continue) the W&B run before step `first_step` trains."""
         import wandb  # heavy import: only when W&B is actually used
@@ -123,9 +177,15 @@ class WandbCallback(Callback):
             name=self.config.name or self.trainer.run_name,
             entity=self.config.entity,
             tags=list(self.config.tags),
+            group=self.config.group,
+            job_type=self.config.job_type,
+            notes=self.config.notes,
             mode=resolve_mode(self.config.mode),
             dir=str(self.trainer.run_dir.path),
-            config=serialization.to_dict(self.trainer.run_config),
+            config={
+                **serialization.to_dict(self.trainer.run_config),
+                "provenance": self.provenance(),
+            },
         )
         path = self._run_id_path()
         run_id = path.read_text().strip() if path.exists() else ""

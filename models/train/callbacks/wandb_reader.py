@@ -86,6 +86,8 @@ class WandbRun:
 
     Attributes:
         run_id, project, name: the run's identity.
+        group, job_type, notes: the study, variant and hypothesis of a study's run ("" when
+            the run set none).
         config: the config as nested plain data (W&B's `_wandb` entry removed).
         history: one dict per logged step (`_step` included), keys as logged.
         summary: the last summary values.
@@ -100,6 +102,9 @@ class WandbRun:
     history: list[dict[str, Any]]
     summary: dict[str, Any]
     finished: bool = False
+    group: str = ""
+    job_type: str = ""
+    notes: str = ""
 
 
 def _item_key(item: Any) -> str:
@@ -127,6 +132,9 @@ def read_run(path: str | Path) -> WandbRun:
             run.run_id = record.run.run_id
             run.project = record.run.project
             run.name = record.run.display_name or record.run.run_id
+            run.group = record.run.run_group
+            run.job_type = record.run.job_type
+            run.notes = record.run.notes
             for item in record.run.config.update:
                 run.config[_item_key(item)] = _value(item.value_json)
         elif kind == "config":
