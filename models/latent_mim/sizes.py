@@ -13,6 +13,7 @@ Parameter counts of the v1 recipe (nine training modalities, Conv patch embeddin
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from models.encoder.encoder import EncoderConfig
 from models.modalities import modalities
@@ -78,6 +79,35 @@ def get_size(name: str) -> ModelSize:
         raise ValueError(
             f"unknown model size {name!r}; valid sizes are {list(MODEL_SIZES)}"
         ) from None
+
+
+def resized(model: Any, size_name: str) -> Any:
+    """`model` (a LatentMIMConfig with any encoder and decoder config classes) at the size
+    called `size_name`: the encoder's and decoder's widths, depths, heads and mlp ratio, and
+    the decoder's encoder_width and output_width (the target tokens' width), are the size's;
+    every other field and every config class (a variant's subclass) is kept.
+
+    Raises:
+        ValueError: an unknown size name (the message lists the valid ones).
+    """
+    size = get_size(size_name)
+    encoder = dataclasses.replace(
+        model.encoder,
+        width=size.encoder_width,
+        depth=size.encoder_depth,
+        num_heads=size.encoder_heads,
+        mlp_ratio=size.mlp_ratio,
+    )
+    decoder = dataclasses.replace(
+        model.decoder,
+        width=size.decoder_width,
+        depth=size.decoder_depth,
+        num_heads=size.decoder_heads,
+        mlp_ratio=size.mlp_ratio,
+        encoder_width=size.encoder_width,
+        output_width=size.encoder_width,
+    )
+    return dataclasses.replace(model, encoder=encoder, decoder=decoder)
 
 
 def v1_encoder_config(

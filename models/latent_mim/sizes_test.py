@@ -116,3 +116,33 @@ def test_every_trainable_parameter_learns_without_nans_and_runs_are_reproducible
     assert torch.equal(loss, loss_again)
     for (_, a), (_, b) in zip(model.named_parameters(), again.named_parameters(), strict=True):
         assert (a.grad is None and b.grad is None) or torch.equal(a.grad, b.grad)
+
+
+def test_resized_takes_the_sizes_shape_and_keeps_the_config_classes_and_other_fields():
+    base = LatentMIMConfig.from_size(
+        "base_shallow_decoder",
+        encoder_class=EncoderWithPerModalityProjectionConfig,
+        decoder_class=PredictorWithPerModalityOutputConfig,
+    )
+    nano = sizes.resized(base, "nano")
+    reference = LatentMIMConfig.from_size("nano")
+    assert type(nano.encoder) is EncoderWithPerModalityProjectionConfig
+    assert type(nano.decoder) is PredictorWithPerModalityOutputConfig
+    for part in ("encoder", "decoder"):
+        for field in ("width", "depth", "num_heads", "mlp_ratio"):
+            assert getattr(getattr(nano, part), field) == getattr(getattr(reference, part), field)
+    assert nano.decoder.encoder_width == nano.decoder.output_width == 128
+    # Nothing but the shape moved: put base's shape back and it is base again.
+    assert dataclasses.replace(nano.encoder, width=768, depth=12, num_heads=12) == base.encoder
+    assert (
+        dataclasses.replace(
+            nano.decoder, width=768, depth=4, num_heads=12, encoder_width=768, output_width=768
+        )
+        == base.decoder
+    )
+    assert (nano.target, nano.ema_decay) == (base.target, base.ema_decay)
+
+
+def test_resized_to_an_unknown_size_names_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown model size 'nanoo'; valid sizes are .*'nano'"):
+        sizes.resized(LatentMIMConfig.from_size("nano"), "nanoo")

@@ -49,33 +49,10 @@ PROJECT = "example_per_modality_projection"
 SIZE = "nano"
 
 
-def at_size(model: Any, size_name: str) -> Any:
-    """`model` (a LatentMIMConfig, any encoder/decoder config classes) at another size."""
-    from models.latent_mim.sizes import get_size
-
-    size = get_size(size_name)
-    encoder = dataclasses.replace(
-        model.encoder,
-        width=size.encoder_width,
-        depth=size.encoder_depth,
-        num_heads=size.encoder_heads,
-        mlp_ratio=size.mlp_ratio,
-    )
-    decoder = dataclasses.replace(
-        model.decoder,
-        width=size.decoder_width,
-        depth=size.decoder_depth,
-        num_heads=size.decoder_heads,
-        mlp_ratio=size.mlp_ratio,
-        encoder_width=size.encoder_width,
-        output_width=size.encoder_width,
-    )
-    return dataclasses.replace(model, encoder=encoder, decoder=decoder)
-
-
 def example_config(experiment: str, args: types.SimpleNamespace) -> Any:
     """The experiment's resolved config with the CPU-sized settings of the docstring."""
     from experiments.framework import Builders, build_config
+    from models.latent_mim.sizes import resized
     from models.train.callbacks.checkpointer import CheckpointerConfig
     from models.train.callbacks.wandb_logger import WandbConfig
     from models.train.run_dir import RunDirConfig
@@ -89,7 +66,7 @@ def example_config(experiment: str, args: types.SimpleNamespace) -> Any:
     train_module = config.train_module
     return dataclasses.replace(
         config,
-        model=at_size(config.model, SIZE),
+        model=resized(config.model, SIZE),
         data_loader=dataclasses.replace(
             config.data_loader, global_batch_size=batch, token_budget=400, num_workers=1
         ),

@@ -3,6 +3,7 @@
 import dataclasses
 
 from models.config import serialization
+from models.latent_mim import sizes
 from models.latent_mim.latent_mim import LatentMIMConfig
 from models.train.callbacks.defaults import default_callbacks
 from tools.compare import analysis, example_runs
@@ -34,7 +35,7 @@ def test_each_variant_differs_from_base_only_in_the_model() -> None:
 
 def test_at_size_changes_only_the_shape_fields() -> None:
     base = LatentMIMConfig.from_size("base_shallow_decoder")
-    small = example_runs.at_size(base, "nano")
+    small = sizes.resized(base, "nano")
     assert dataclasses.replace(small.encoder, width=768, depth=12, num_heads=12) == base.encoder
 
 
