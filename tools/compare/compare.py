@@ -11,6 +11,13 @@ run's config diff against the baseline (definitions: tools/compare/analysis.py).
                                                                  else the W&B project online
 Relative paths are taken from the directory `bazel run` was called in. The report goes to
 `--out` (default: <runs folder>/compare/).
+
+`bazel run //tools:compare -- --study runs/<project>/_studies/<study>/study.json
+    [--out DIR] [--min-effect loss=0.02,eval/landcover/knn_accuracy=0.01]`
+reports a study instead (tools/compare/study_report.py): per variant the mean and 95% interval
+over seeds of the final loss and every downstream score, seed-paired deltas against the
+baseline, Holm-corrected verdicts, power and the seeds needed for 80% power (to detect the
+--min-effect delta of a metric, else the observed one). Default --out: <manifest dir>/compare/.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from pathlib import Path
 from absl import app, flags
 
 from launcher.cli import command
-from tools.compare import analysis, report, runs
+from tools.compare import analysis, report, runs, study_report
 
 
 def _user_path(text: str) -> Path:
@@ -35,8 +42,23 @@ def _user_path(text: str) -> Path:
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("runs", None, "run folder(s) or a W&B project", flag_values=FLAGS)
+flags.DEFINE_string(
+    "study", None, "a study's manifest, <project>/_studies/<study>/study.json", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "min-effect",
+    None,
+    "with --study: metric=delta,... the smallest delta worth detecting, for the seeds-needed "
+    "column (default: the observed delta)",
+    flag_values=FLAGS,
+)
 flags.DEFINE_string("baseline", "base", "baseline run or experiment name", flag_values=FLAGS)
-flags.DEFINE_string("out", None, "report folder (default: <runs>/compare)", flag_values=FLAGS)
+flags.DEFINE_string(
+    "out",
+    None,
+    "report folder (default: <runs>/compare; with --study: <manifest dir>/compare)",
+    flag_values=FLAGS,
+)
 flags.DEFINE_string("runs-root", "runs", "where projects are looked up", flag_values=FLAGS)
 flags.DEFINE_string("metric", report.DEFAULT_METRIC, "headline metric", flag_values=FLAGS)
 flags.DEFINE_integer(
@@ -57,6 +79,14 @@ flags.DEFINE_string(
 
 
 def run(args: types.SimpleNamespace) -> int:
+    if (args.runs is None) == (args.study is None):
+        raise app.UsageError(
+            "give either --runs <dir or W&B project> or --study <study.json> (see --help)"
+        )
+    if args.study is not None:
+        return run_study(args)
+    if args.min_effect is not None:
+        raise app.UsageError("--min-effect applies to --study reports only")
     runs_root = _user_path(args.runs_root)
     typed = _user_path(args.runs)
     target = str(typed) if typed.exists() else args.runs  # else: a project name
@@ -90,7 +120,21 @@ def run(args: types.SimpleNamespace) -> int:
     return 0
 
 
-COMMAND = command.Command("compare", FLAGS, run, required=("runs",))
+def run_study(args: types.SimpleNamespace) -> int:
+    manifest = _user_path(args.study)
+    out = _user_path(args.out) if args.out is not None else manifest.parent / "compare"
+    paths = study_report.write_study_report(
+        manifest, out, min_effect=study_report.parse_min_effect(args.min_effect)
+    )
+    print(f"study report of {manifest}")
+    print(f"  markdown {paths.markdown}")
+    print(f"  html     {paths.html}")
+    for image in paths.images:
+        print(f"  plot     {image}")
+    return 0
+
+
+COMMAND = command.Command("compare", FLAGS, run, bad_input=(study_report.StudyError,))
 main = COMMAND.main
 
 
