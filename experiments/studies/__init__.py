@@ -1,0 +1,1 @@
+"""Study declarations: one file per ablation study (experiments/framework/study.py)."""
