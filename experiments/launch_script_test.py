@@ -1,9 +1,9 @@
-"""launch_per_modality_experiments.sh launches the three variants under one shared dated
-W&B project, reports progress and a summary, and stops at the first failure."""
+"""launch_per_modality_experiments.sh is the thin form of the per-modality projection study:
+one `launch` of the study, the script's variables passed as the study's flags, and the
+study's exit status as its own."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import subprocess
 from pathlib import Path
@@ -12,16 +12,14 @@ SCRIPT = Path(__file__).resolve().parent / "launch_per_modality_experiments.sh"
 
 FAKE_BAZEL = """#!/usr/bin/env bash
 echo "$*" >> "{log}"
-target="$2"
-if [[ "$target" == "{fail}" ]]; then echo "launch refused" >&2; exit 2; fi
-echo "launched ${{target#//experiments:}} run $5 on $6: job ${{#target}}"
+exit {status}
 """
 
 
-def _run(tmp_path: Path, fail: str = "", **env: str) -> tuple[subprocess.CompletedProcess, list]:
+def _run(tmp_path: Path, status: int = 0, **env: str) -> tuple[subprocess.CompletedProcess, list]:
     log = tmp_path / "calls.log"
     bazel = tmp_path / "bazel"
-    bazel.write_text(FAKE_BAZEL.format(log=log, fail=fail))
+    bazel.write_text(FAKE_BAZEL.format(log=log, status=status))
     bazel.chmod(0o755)
     environment = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -36,32 +34,40 @@ def _run(tmp_path: Path, fail: str = "", **env: str) -> tuple[subprocess.Complet
     return result, calls
 
 
-def test_all_three_variants_share_one_dated_project(tmp_path: Path) -> None:
-    result, calls = _run(tmp_path, CLUSTER="slurm")
+def test_it_launches_the_study_once_with_the_study_s_own_defaults(tmp_path: Path) -> None:
+    result, calls = _run(tmp_path)
     assert result.returncode == 0, result.stderr
-    project = f"{datetime.date.today():%Y_%m_%d}_per_modality_projection_experiments"
-    variants = ["base_encoder_per_mod_proj", "base_decoder_per_mod_proj", "base_both_per_mod_proj"]
-    assert [call.split()[1] for call in calls] == [f"//experiments:{v}" for v in variants]
-    for call, variant in zip(calls, variants, strict=True):
-        assert call.split()[2:6] == ["--", "launch", variant, "slurm"]
-        assert "--launch.num_gpus=8" in call and "--launch.priority=normal" in call
-        assert f"--trainer.callbacks.wandb.project={project}" in call
-    assert "[3/3] base_both_per_mod_proj launched" in result.stdout
-    assert "All 3 variants launched" in result.stdout and "job " in result.stdout
+    assert calls == ["run //experiments/studies:per_modality_projection -- launch slurm"]
 
 
-def test_the_variables_at_the_top_can_be_set_from_the_environment(tmp_path: Path) -> None:
+def test_the_variables_at_the_top_become_the_study_s_flags(tmp_path: Path) -> None:
     result, calls = _run(
-        tmp_path, NUM_GPUS="4", PRIORITY="high", WANDB_PROJECT="2026_01_02_x", CLUSTERS="[a,b]"
+        tmp_path,
+        CLUSTER="local",
+        NUM_GPUS="4",
+        PRIORITY="high",
+        WANDB_PROJECT="2026_01_02_x",
+        CLUSTERS="[a,b]",
     )
     assert result.returncode == 0, result.stderr
-    assert all("--launch.num_gpus=4" in c and "--launch.priority=high" in c for c in calls)
-    assert all("project=2026_01_02_x" in c and "--launch.clusters=[a,b]" in c for c in calls)
+    [call] = calls
+    assert call.split()[:5] == [
+        "run",
+        "//experiments/studies:per_modality_projection",
+        "--",
+        "launch",
+        "local",
+    ]
+    for flag in (
+        "--launch.num_gpus=4",
+        "--launch.priority=high",
+        "--launch.clusters=[a,b]",
+        "--project=2026_01_02_x",
+    ):
+        assert flag in call.split()
 
 
-def test_the_first_failure_stops_the_group(tmp_path: Path) -> None:
-    result, calls = _run(tmp_path, fail="//experiments:base_decoder_per_mod_proj")
-    assert result.returncode != 0
-    assert len(calls) == 2  # the third variant was never launched
-    assert "FAILED while launching base_decoder_per_mod_proj" in result.stderr
-    assert "All 3 variants launched" not in result.stdout
+def test_a_refused_study_is_the_script_s_failure(tmp_path: Path) -> None:
+    result, calls = _run(tmp_path, status=2)
+    assert result.returncode == 2
+    assert len(calls) == 1
