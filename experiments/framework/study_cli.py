@@ -687,7 +687,7 @@ def reproduce(invocation: StudyInvocation, stdout: TextIO, stderr: TextIO) -> in
         Path(runs[name]["run_dir"]), where=invocation.options.get("where", "auto")
     )
     print(reproducing.format_report(report), file=stdout)
-    return 0 if report.first_difference is None else 1
+    return 0 if report.identical else 1
 
 
 # -- entry point ---------------------------------------------------------------------------
