@@ -2,7 +2,10 @@
 
 A backend gets a `JobSpec` (an image by digest, the entrypoint's arguments, the resources)
 and answers four calls: `submit(job) -> id`, `status(id)`, `logs(id)`, `cancel(id)`.
-Kubernetes or Beaker would plug in here with the same four calls.
+Kubernetes or Beaker would plug in here with the same four calls. A group of jobs (a study's
+runs) goes through `submit_array(jobs, name) -> ids`: one by one unless the scheduler has a
+native group (Slurm's job arrays); a submission that stops part-way raises
+`SubmissionIncomplete` naming the jobs already submitted.
 
 Inside the image the entrypoint runs `experiments/<experiment>.py train <run> <cluster> ...`
 (launcher/image/entrypoint.sh); backends only say how many nodes and processes, where the
@@ -13,9 +16,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import datetime
 import enum
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
+from secrets import token_hex
 
 from launcher.registry.client import ImageReference
 from launcher.runtime import run_image
@@ -34,11 +41,21 @@ class JobState(enum.Enum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    # Stopped by the scheduler for other work and put back in the queue (Slurm's PREEMPTED,
+    # REQUEUED): not finished, it runs again and resumes from its newest checkpoint.
+    PREEMPTED = "PREEMPTED"
     UNKNOWN = "UNKNOWN"
 
     @property
     def finished(self) -> bool:
         return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+
+# A job id as the `jobs` tool and job_states accept it: ASCII letters, digits, '.', '_', '-',
+# not starting with '-' (it would read as an option of scancel or scontrol), no '/' (the
+# local backend's ids name index files). 200 characters: a local id is a run name (at most
+# 128) plus its 23-character job folder name.
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", re.ASCII)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,14 +164,17 @@ class JobSpec:
                 args += ["--writable", str(writable)]
         return args
 
-    def write_runner(self) -> Path:
-        """A copy of run_image.py in the job folder: nodes need no checkout, only python3."""
-        self.job_dir.mkdir(parents=True, exist_ok=True)
-        target = self.job_dir / "run_image.py"
+    def write_runner(self, folder: Path | None = None) -> Path:
+        """A copy of run_image.py in `folder` (default: the job folder): nodes need no
+        checkout, only python3."""
+        folder = Path(folder or self.job_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / "run_image.py"
         target.write_bytes(Path(run_image.__file__).read_bytes())
         return target
 
     def record(self, job_id: str, extra: dict[str, object]) -> None:
+        self.job_dir.mkdir(parents=True, exist_ok=True)
         document = {
             "job_id": job_id,
             "name": self.name,
@@ -167,12 +187,79 @@ class JobSpec:
         (self.job_dir / "job.json").write_text(json.dumps(document, indent=2))
 
 
+def unique_folder(parent: Path) -> Path:
+    """A new folder `parent/<UTC YYYYmmddTHHMMSS>-<6 hex>`, made here; never one that exists.
+
+    The time sorts the folders of one parent by submission; the random part makes two
+    submissions in the same second (or from two machines) distinct.
+    """
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        folder = parent / f"{stamp}-{token_hex(3)}"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+
+
+class SubmissionIncomplete(RuntimeError):
+    """A group submission stopped part-way; `submitted` holds the ids of the jobs already
+    queued (in the order of the jobs given), so none is lost: they run, and a caller can
+    report or cancel them.
+
+    Attributes:
+        submitted: job ids of `jobs[:len(submitted)]`.
+        cause: the error that stopped the submission.
+    """
+
+    def __init__(self, submitted: list[str], cause: BaseException) -> None:
+        self.submitted = list(submitted)
+        self.cause = cause
+        done = ", ".join(self.submitted) if self.submitted else "none"
+        super().__init__(f"{cause} (jobs already submitted: {done})")
+
+
 class Backend(abc.ABC):
     """Submit, watch and stop jobs on one cluster."""
 
     @abc.abstractmethod
     def submit(self, job: JobSpec) -> str:
         """Start or queue `job`; returns the backend's job id."""
+
+    def submit_each(self, jobs: Sequence[JobSpec]) -> list[str]:
+        """`submit` every job in order; their ids, in the same order.
+
+        Raises:
+            SubmissionIncomplete: a submission failed; it names the ids already submitted.
+        """
+        submitted: list[str] = []
+        for job in jobs:
+            try:
+                submitted.append(self.submit(job))
+            except (RuntimeError, OSError, ValueError) as error:
+                raise SubmissionIncomplete(submitted, error) from error
+        return submitted
+
+    def submit_array(self, jobs: Sequence[JobSpec], name: str) -> list[str]:
+        """Submit `jobs` as one group called `name`; their ids, in the order of `jobs`.
+
+        This default has no group: it submits the jobs one by one (`name` is for schedulers
+        that show a group, such as Slurm's job arrays).
+
+        Raises:
+            SubmissionIncomplete: the submission stopped part-way (see its `submitted`).
+        """
+        return self.submit_each(jobs)
+
+    def job_id_problem(self, job_id: str) -> str | None:
+        """Why `job_id` cannot be one of this backend's ids (None: it can), checked before
+        the id reaches a command line or a file name."""
+        if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+            return f"{job_id!r} is not a job id (launch prints it)"
+        return None
 
     @abc.abstractmethod
     def status(self, job_id: str) -> JobStatus: ...

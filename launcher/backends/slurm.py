@@ -14,6 +14,13 @@ Slurm gets the whole list and starts the job wherever it can first.
 
 Secrets: sbatch `--export` lists variable *names*; Slurm copies their values from the
 submitting environment into the job, so they are never written into the script or image.
+
+A group of runs (a study) is ONE job array: `sbatch --array=0-<n-1>` of a script whose
+`case "$SLURM_ARRAY_TASK_ID"` picks each task's runner arguments and entrypoint arguments.
+Slurm gives every task its own job (own SLURM_JOB_ID, so its own rendezvous port and id) and
+its own requeue; the launcher names a task `<array id>_<index>`, as scontrol, sacct and
+scancel do, and each task logs to `slurm-<array id>_<index>.out` (`%A_%a`) in the array's
+folder `<run root>/.jobs/_arrays/<name>/<UTC time>-<hex>/`, next to the script.
 """
 
 from __future__ import annotations
@@ -23,18 +30,26 @@ import os
 import re
 import shlex
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
-from launcher.backends.backend import Backend, JobSpec, JobState, JobStatus
+from launcher.backends.backend import (
+    Backend,
+    JobSpec,
+    JobState,
+    JobStatus,
+    SubmissionIncomplete,
+    unique_folder,
+)
 from models.names import names
 
 _STATES = {
     "PENDING": JobState.PENDING,
     "CONFIGURING": JobState.PENDING,
-    "REQUEUED": JobState.PENDING,
-    "REQUEUE_HOLD": JobState.PENDING,
-    "REQUEUE_FED": JobState.PENDING,
-    "PREEMPTED": JobState.PENDING,
+    "REQUEUED": JobState.PREEMPTED,
+    "REQUEUE_HOLD": JobState.PREEMPTED,
+    "REQUEUE_FED": JobState.PREEMPTED,
+    "PREEMPTED": JobState.PREEMPTED,
     "RESIZING": JobState.RUNNING,
     "RUNNING": JobState.RUNNING,
     "COMPLETING": JobState.RUNNING,
@@ -51,6 +66,22 @@ _STATES = {
 }
 # The submitter's variables the job needs besides the secrets.
 _EXPORTED = ("PATH", "HOME", "USER", "LANG", "SLURM_CONF", "DOCKER_HOST")
+# A job id: digits, or `<array job id>_<task index>` for a task of a job array.
+_JOB_ID = re.compile(r"\d+(?:_\d+)?", re.ASCII)
+# What an array's script writes once for all its tasks: every field that becomes an #SBATCH
+# line or the shared runner, so the tasks of one array must agree on them.
+_ARRAY_SHARED_FIELDS = (
+    "num_nodes",
+    "procs_per_node",
+    "gpus_per_node",
+    "partitions",
+    "priority_args",
+    "requeue",
+    "secrets",
+    "run_root",
+)
+# The rendezvous and restart variables the script exports for the runner to pass on.
+_RENDEZVOUS = ("NNODES", "RDZV_ENDPOINT", "RDZV_ID", "JOB_ID", "RESTART")
 
 
 class SlurmError(RuntimeError):
@@ -149,14 +180,12 @@ class SlurmBackend(Backend):
                 problems.append(problem)
         return problems
 
-    def batch_script(self, job: JobSpec, runner: Path, partition: str) -> str:
-        if problems := self.script_problems(job):
-            raise ValueError("; ".join(problems))
+    def _directives(self, job: JobSpec, name: str, output: str, partition: str) -> list[str]:
         directives = [
-            f"--job-name={job.name}",
+            f"--job-name={name}",
             f"--nodes={job.num_nodes}",
             "--ntasks-per-node=1",
-            f"--output={job.job_dir}/slurm-%j.out",
+            f"--output={output}",
             "--open-mode=append",
             "--requeue" if job.requeue else "--no-requeue",
         ]
@@ -169,33 +198,114 @@ class SlurmBackend(Backend):
         exported = [name for name in (*_EXPORTED, *job.secrets) if name in self._env()]
         directives.append(f"--export={','.join(exported) or 'NONE'}")
         directives += list(job.priority_args)
-        rendezvous = ("NNODES", "RDZV_ENDPOINT", "RDZV_ID", "JOB_ID", "RESTART")
-        runner_command = " ".join(
-            [
-                shlex.join(["python3", str(runner), *job.runner_args()]),
-                *(f"--pass-env TERRA_LAB_{name}" for name in rendezvous),
-                '--name "terra-${SLURM_JOB_ID}-${SLURM_RESTART_COUNT:-0}"',
-            ]
-        )
+        return directives
+
+    @staticmethod
+    def _start_lines(job_id: str, runner_command: str, entrypoint_args: str) -> list[str]:
+        """From the banner to `srun`: rendezvous from Slurm's environment, one runner per node.
+
+        `job_id` is the shell expression of the id the launcher knows the job by; the
+        rendezvous uses SLURM_JOB_ID, which every task of an array has of its own.
+        """
+        return [
+            f'echo "[terra-lab] job {job_id} (restart ${{SLURM_RESTART_COUNT:-0}}) on'
+            ' ${SLURM_JOB_NODELIST}"',
+            'nodes=($(scontrol show hostnames "${SLURM_JOB_NODELIST}"))',
+            'export TERRA_LAB_NNODES="${SLURM_JOB_NUM_NODES}"',
+            'export TERRA_LAB_RDZV_ENDPOINT="${nodes[0]}:$((29500 + SLURM_JOB_ID % 10000))"',
+            'export TERRA_LAB_RDZV_ID="${SLURM_JOB_ID}"',
+            f'export TERRA_LAB_JOB_ID="{job_id}"',
+            'export TERRA_LAB_RESTART="${SLURM_RESTART_COUNT:-0}"',
+            "# One runner per node; each starts torchrun with the node's processes.",
+            # --export=ALL: sbatch --export limits steps to its list, not to the TERRA_LAB_ above.
+            "srun --export=ALL --ntasks-per-node=1 --kill-on-bad-exit=1 \\",
+            " ".join(
+                [
+                    f"  {runner_command}",
+                    *(f"--pass-env TERRA_LAB_{name}" for name in _RENDEZVOUS),
+                    '--name "terra-${SLURM_JOB_ID}-${SLURM_RESTART_COUNT:-0}"',
+                    f"-- {entrypoint_args}",
+                ]
+            ),
+            "",
+        ]
+
+    def batch_script(self, job: JobSpec, runner: Path, partition: str) -> str:
+        if problems := self.script_problems(job):
+            raise ValueError("; ".join(problems))
+        directives = self._directives(job, job.name, f"{job.job_dir}/slurm-%j.out", partition)
         lines = [
             "#!/bin/bash",
             # Directives first: Slurm stops reading them at the first command line.
             *(f"#SBATCH {directive}" for directive in directives),
             f"# terra-lab job, image {shlex.quote(str(job.image))}",
             "set -euo pipefail",
-            'echo "[terra-lab] job ${SLURM_JOB_ID} (restart ${SLURM_RESTART_COUNT:-0}) on'
-            ' ${SLURM_JOB_NODELIST}"',
-            'nodes=($(scontrol show hostnames "${SLURM_JOB_NODELIST}"))',
-            'export TERRA_LAB_NNODES="${SLURM_JOB_NUM_NODES}"',
-            'export TERRA_LAB_RDZV_ENDPOINT="${nodes[0]}:$((29500 + SLURM_JOB_ID % 10000))"',
-            'export TERRA_LAB_RDZV_ID="${SLURM_JOB_ID}"',
-            'export TERRA_LAB_JOB_ID="${SLURM_JOB_ID}"',
-            'export TERRA_LAB_RESTART="${SLURM_RESTART_COUNT:-0}"',
-            "# One runner per node; each starts torchrun with the node's processes.",
-            # --export=ALL: sbatch --export limits steps to its list, not to the TERRA_LAB_ above.
-            "srun --export=ALL --ntasks-per-node=1 --kill-on-bad-exit=1 \\",
-            f"  {runner_command} -- {shlex.join(job.args)}",
-            "",
+            *self._start_lines(
+                "${SLURM_JOB_ID}",
+                shlex.join(["python3", str(runner), *job.runner_args()]),
+                shlex.join(job.args),
+            ),
+        ]
+        return "\n".join(lines)
+
+    @staticmethod
+    def array_problems(jobs: Sequence[JobSpec], name: str) -> list[str]:
+        """Why `jobs` cannot be one job array called `name` (empty: they can)."""
+        if not jobs:
+            return ["a job array needs at least one job"]
+        problems = []
+        if problem := names.run_name_problem(name):
+            problems.append(f"job array name: {problem}")
+        for job in jobs:
+            problems += SlurmBackend.script_problems(job)
+            differing = [
+                field
+                for field in _ARRAY_SHARED_FIELDS
+                if getattr(job, field) != getattr(jobs[0], field)
+            ]
+            if differing:
+                problems.append(
+                    f"job {job.name} differs from {jobs[0].name} in {', '.join(differing)}; the "
+                    "tasks of one job array share their resources: give every run the same "
+                    "launch settings, or submit them one by one"
+                )
+        return problems
+
+    def array_script(
+        self, jobs: Sequence[JobSpec], name: str, runner: Path, partition: str, folder: Path
+    ) -> str:
+        """One sbatch script for all `jobs`: task i runs jobs[i] (see the module docstring)."""
+        if problems := self.array_problems(jobs, name):
+            raise ValueError("; ".join(problems))
+        first = jobs[0]
+        directives = self._directives(first, name, f"{folder}/slurm-%A_%a.out", partition)
+        directives.insert(1, f"--array=0-{len(jobs) - 1}")
+        cases = []
+        for index, job in enumerate(jobs):
+            cases += [
+                f"  {index})  # {job.name}",
+                f"    runner_args=({shlex.join(job.runner_args())})",
+                f"    entrypoint_args=({shlex.join(job.args)})",
+                "    ;;",
+            ]
+        lines = [
+            "#!/bin/bash",
+            *(f"#SBATCH {directive}" for directive in directives),
+            f"# terra-lab job array {name}: {len(jobs)} runs, image "
+            + shlex.quote(str(first.image)),
+            "set -euo pipefail",
+            'case "${SLURM_ARRAY_TASK_ID}" in',
+            *cases,
+            "  *)",
+            '    echo "[terra-lab] task ${SLURM_ARRAY_TASK_ID} is not in this array" >&2',
+            "    exit 2",
+            "    ;;",
+            "esac",
+            *self._start_lines(
+                "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}",
+                f'{shlex.join(["python3", str(runner)])} "${{runner_args[@]}}"',
+                '"${entrypoint_args[@]}"',
+            ),
         ]
         return "\n".join(lines)
 
@@ -211,17 +321,60 @@ class SlurmBackend(Backend):
         if not job_id.isdigit():
             raise SlurmError(f"sbatch printed no job id: {result.stdout!r}")
         job.record(job_id, {"backend": "slurm", "partition": partition, "script": str(script)})
+        self._write_index(job_id, job.job_dir, self._log_path(job.job_dir, job_id))
+        return job_id
+
+    def submit_array(self, jobs: Sequence[JobSpec], name: str) -> list[str]:
+        """ONE `sbatch --array=0-<n-1>`; task i runs jobs[i] and has id `<array id>_<i>`.
+
+        Raises:
+            ValueError: the jobs cannot share one array (`array_problems`); nothing submitted.
+            SlurmError: sbatch refused it; nothing submitted.
+            SubmissionIncomplete: the array is queued but its records could not be written;
+                it names every task (they run; `jobs status` finds them through Slurm).
+        """
+        if problems := self.array_problems(jobs, name):
+            raise ValueError("; ".join(problems))
+        folder = unique_folder(Path(jobs[0].run_root) / ".jobs" / "_arrays" / name)
+        runner = jobs[0].write_runner(folder)
+        partition = self.choose_partitions(jobs[0].partitions, jobs[0].num_nodes)
+        script = folder / "job.sbatch"
+        script.write_text(self.array_script(jobs, name, runner, partition, folder))
+        result = self._run("sbatch", "--parsable", str(script))
+        array_id = result.stdout.strip().split(";")[0]
+        if not array_id.isdigit():
+            raise SlurmError(f"sbatch printed no job id: {result.stdout!r}")
+        task_ids = [f"{array_id}_{index}" for index in range(len(jobs))]
+        try:
+            for index, (job, task_id) in enumerate(zip(jobs, task_ids, strict=True)):
+                log = self._log_path(folder, task_id)
+                job.record(
+                    task_id,
+                    {"backend": "slurm", "partition": partition, "script": str(script),
+                     "array": array_id, "task": index, "log": str(log)},
+                )  # fmt: skip
+                self._write_index(task_id, job.job_dir, log)
+        except OSError as error:
+            raise SubmissionIncomplete(task_ids, error) from error
+        return task_ids
+
+    def _write_index(self, job_id: str, job_dir: Path, log: Path) -> None:
         self.index_dir.mkdir(parents=True, exist_ok=True)
         (self.index_dir / f"{job_id}.json").write_text(
-            json.dumps(
-                {"job_dir": str(job.job_dir), "log": str(self._log_path(job.job_dir, job_id))}
-            )
+            json.dumps({"job_dir": str(job_dir), "log": str(log)})
         )
-        return job_id
 
     @staticmethod
     def _log_path(job_dir: Path, job_id: str) -> Path:
         return job_dir / f"slurm-{job_id}.out"
+
+    def job_id_problem(self, job_id: str) -> str | None:
+        if isinstance(job_id, str) and _JOB_ID.fullmatch(job_id):
+            return None
+        return (
+            f"{job_id!r} is not a job id on a Slurm cluster: digits, or <array id>_<task> "
+            "for a run of a job array (launch prints it)"
+        )
 
     def _scontrol_fields(self, job_id: str) -> dict[str, str] | None:
         result = self._run("scontrol", "show", "job", "-o", job_id, check=False)
@@ -256,7 +409,11 @@ class SlurmBackend(Backend):
             detail += f", exit {fields['ExitCode']}"
         if fields.get("Restarts", "0") != "0":
             detail += f", restarts {fields['Restarts']}"
-        return JobStatus(_STATES.get(state_text, JobState.UNKNOWN), detail)
+        state = _STATES.get(state_text, JobState.UNKNOWN)
+        if state is JobState.PREEMPTED and fields.get("Requeue") == "0":
+            # Without --requeue a preempted job does not come back: it ended.
+            return JobStatus(JobState.FAILED, f"{detail}, not requeued")
+        return JobStatus(state, detail)
 
     def _completion_record(self, job_id: str) -> str:
         """JobState from a jobcomp/filetxt log (the dev cluster keeps one; no database needed)."""
@@ -269,11 +426,13 @@ class SlurmBackend(Backend):
             lines = Path(location.group(1)).read_text().splitlines()
         except OSError:
             return ""
-        states = [
-            re.search(r"JobState=(\w+)", line)
-            for line in lines
-            if line.startswith(f"JobId={job_id} ")
-        ]
+        array_id, _, task = job_id.partition("_")
+        # A task of an array has a job id of its own; the record names its array and index.
+        if task:
+            ours = [line for line in lines if f" ArrayJobId={array_id} ArrayTaskId={task} " in line]
+        else:
+            ours = [line for line in lines if line.startswith(f"JobId={job_id} ")]
+        states = [re.search(r"JobState=(\w+)", line) for line in ours]
         return states[-1].group(1) if states and states[-1] else ""
 
     def logs(self, job_id: str) -> str:

@@ -1,12 +1,15 @@
-"""The sbatch script the Slurm backend writes: resources, requeue, rendezvous, no secret values."""
+"""The sbatch scripts the Slurm backend writes (one job; a job array of runs) and how it reads
+job and array-task states, logs and ids, with fake Slurm commands."""
 
 import dataclasses
+import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from launcher.backends.backend import JobSpec
+from launcher.backends.backend import JobSpec, JobState
 from launcher.backends.slurm import SlurmBackend
 from launcher.registry.client import ImageReference
 
@@ -104,3 +107,197 @@ def test_every_sbatch_directive_precedes_the_first_command(tmp_path):
     first_command = next(i for i, line in enumerate(lines[1:], 1) if not line.startswith("#"))
     assert directive_rows == list(range(1, len(directive_rows) + 1))
     assert max(directive_rows) < first_command
+
+
+# -- job arrays: one sbatch for a group of runs --------------------------------------------
+
+
+def _runs(tmp_path: Path, count: int = 2) -> list[JobSpec]:
+    """`count` runs of one study: same resources, own run name, run folder, job folder, seed."""
+    jobs = []
+    for seed in range(count):
+        run = f"nano_s{seed}"
+        jobs.append(
+            _job(
+                tmp_path,
+                name=run,
+                args=("nano", run, "slurm", f"--seed={seed}"),
+                run_dir=tmp_path / "runs" / "p" / run,
+                job_dir=tmp_path / "runs" / ".jobs" / "p" / run / "20260101T000000-abcdef",
+            )
+        )
+    return jobs
+
+
+def _fake_slurm(tmp_path: Path, monkeypatch, scontrol_job: str = "", jobcomp: str = "") -> Path:
+    """sbatch, scontrol, sacct, sinfo and srun stand-ins on PATH; each call is logged.
+
+    sbatch answers array id 12; `scontrol show job` prints `scontrol_job` (none: Slurm has
+    forgotten the job); `scontrol show config` names a jobcomp/filetxt log holding `jobcomp`;
+    sacct has no database; srun logs its arguments and TERRA_LAB_JOB_ID.
+    """
+    bin_dir = tmp_path / "fake-slurm"
+    bin_dir.mkdir()
+    log = tmp_path / "slurm-calls.log"
+    (tmp_path / "jobcomp.txt").write_text(jobcomp)
+    show_job = (
+        f"echo '{scontrol_job}'"
+        if scontrol_job
+        else "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1"
+    )
+    scripts = {
+        "sbatch": 'echo "12;dev"',
+        "sinfo": "echo 'debug up idle 1'",
+        "sacct": "echo 'sacct: error: Slurm accounting storage is disabled' >&2; exit 1",
+        "scontrol": (
+            'if [ "$2" = hostnames ]; then echo node1; exit 0; fi\n'
+            'if [ "$2" = config ]; then\n'
+            "  echo 'JobCompType             = jobcomp/filetxt'\n"
+            f"  echo 'JobCompLoc              = {tmp_path / 'jobcomp.txt'}'\n"
+            "  exit 0\n"
+            "fi\n" + show_job
+        ),
+        "srun": 'printf "%s\\n" "TERRA_LAB_JOB_ID=$TERRA_LAB_JOB_ID" "$@" > "$SRUN_LOG"',
+    }
+    for name, body in scripts.items():
+        path = bin_dir / name
+        path.write_text(f'#!/bin/sh\necho {name} "$@" >> {log}\n{body}\n')
+        path.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return log
+
+
+def test_an_array_script_asks_for_one_task_per_run_with_a_log_each_and_requeue(tmp_path):
+    jobs = _runs(tmp_path, 3)
+    folder = tmp_path / "array"
+    script = SlurmBackend(None, tmp_path / "index").array_script(
+        jobs, "study_x", folder / "run_image.py", "a100", folder
+    )
+    directives = [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    for expected in (
+        "--job-name=study_x",
+        "--array=0-2",
+        f"--output={folder}/slurm-%A_%a.out",
+        "--requeue",
+        "--nodes=2",
+        "--gpus-per-node=4",
+        "--partition=a100",
+    ):
+        assert f"#SBATCH {expected}" in directives
+    # Each task's case holds its own run: entrypoint arguments and writable run folder.
+    for index, job in enumerate(jobs):
+        case = script[script.index(f"  {index})  # {job.name}") :].split(";;")[0]
+        assert f"entrypoint_args=(nano nano_s{index} slurm --seed={index})" in case
+        assert f"--writable {job.run_dir}" in case
+    assert 'export TERRA_LAB_JOB_ID="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"' in script
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+def _run_task(script: str, tmp_path: Path, task: int) -> subprocess.CompletedProcess[str]:
+    """Run the array script as Slurm would run task `task` (job id 13 of array 12)."""
+    env = dict(
+        os.environ,
+        SLURM_ARRAY_JOB_ID="12",
+        SLURM_ARRAY_TASK_ID=str(task),
+        SLURM_JOB_ID=str(13 + task),
+        SLURM_JOB_NODELIST="node1",
+        SLURM_JOB_NUM_NODES="1",
+        SRUN_LOG=str(tmp_path / "srun.log"),
+    )
+    return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+
+
+def test_each_array_task_runs_its_own_run_under_the_task_id(tmp_path, monkeypatch):
+    _fake_slurm(tmp_path, monkeypatch)
+    jobs = _runs(tmp_path, 2)
+    script = SlurmBackend(None, tmp_path / "index").array_script(
+        jobs, "study_x", tmp_path / "run_image.py", "", tmp_path
+    )
+    for task in (0, 1):
+        assert _run_task(script, tmp_path, task).returncode == 0
+        srun = (tmp_path / "srun.log").read_text().splitlines()
+        assert srun[0] == f"TERRA_LAB_JOB_ID=12_{task}"
+        assert srun[srun.index("--") + 1 :] == ["nano", f"nano_s{task}", "slurm", f"--seed={task}"]
+        assert srun[srun.index("--writable") + 1] == str(jobs[task].run_dir)
+    outside = _run_task(script, tmp_path, 2)
+    assert outside.returncode == 2 and "task 2 is not in this array" in outside.stderr
+
+
+def test_runs_with_different_resources_cannot_share_an_array(tmp_path, monkeypatch):
+    log = _fake_slurm(tmp_path, monkeypatch)
+    first, second = _runs(tmp_path, 2)
+    second = dataclasses.replace(second, gpus_per_node=8)
+    with pytest.raises(ValueError, match="nano_s1 differs from nano_s0 in gpus_per_node"):
+        SlurmBackend(None, tmp_path / "index").submit_array([first, second], "study_x")
+    assert not log.exists()  # nothing reached Slurm
+
+
+def test_submit_array_is_one_sbatch_whose_tasks_have_ids_logs_and_records(tmp_path, monkeypatch):
+    calls = _fake_slurm(tmp_path, monkeypatch)
+    backend = SlurmBackend(None, tmp_path / "index")
+    jobs = _runs(tmp_path, 2)
+    ids = backend.submit_array(jobs, "study_x")
+    assert ids == ["12_0", "12_1"]
+    (sbatch,) = [line for line in calls.read_text().splitlines() if line.startswith("sbatch")]
+    script = Path(sbatch.split()[-1])
+    assert script.parent.parent == tmp_path / "runs" / ".jobs" / "_arrays" / "study_x"
+    assert "#SBATCH --array=0-1" in script.read_text()
+    for index, (job, job_id) in enumerate(zip(jobs, ids, strict=True)):
+        log = script.parent / f"slurm-{job_id}.out"
+        log.write_text(f"step 1 of task {index}\n")
+        # Slurm has forgotten the task (the fake scontrol says so): the record finds its log.
+        assert backend.logs(job_id) == f"step 1 of task {index}\n"
+        assert backend.follow_hint(job_id) == f"tail -f {log}"
+        record = json.loads((job.job_dir / "job.json").read_text())
+        assert record["job_id"] == job_id and record["array"] == "12" and record["task"] == index
+
+
+@pytest.mark.parametrize(
+    ("fields", "state", "detail"),
+    [
+        ("JobState=PREEMPTED Partition=debug Requeue=1", JobState.PREEMPTED, "PREEMPTED"),
+        (
+            "JobState=REQUEUED Partition=debug Requeue=1 Restarts=1",
+            JobState.PREEMPTED,
+            "restarts 1",
+        ),
+        ("JobState=PREEMPTED Partition=debug Requeue=0", JobState.FAILED, "not requeued"),
+        ("JobState=RUNNING Partition=debug Requeue=1", JobState.RUNNING, "RUNNING on debug"),
+    ],
+)
+def test_a_preempted_task_reads_preempted_while_slurm_will_run_it_again(
+    tmp_path, monkeypatch, fields, state, detail
+):
+    calls = _fake_slurm(tmp_path, monkeypatch, scontrol_job=f"JobId=13 ArrayJobId=12 {fields}")
+    status = SlurmBackend(None, tmp_path / "index").status("12_1")
+    assert status.state is state and detail in status.detail
+    assert "scontrol show job -o 12_1" in calls.read_text()
+
+
+def test_a_forgotten_task_is_found_in_the_completion_log_by_its_array_and_index(
+    tmp_path, monkeypatch
+):
+    jobcomp = (
+        "JobId=14 UserId=u(1) Name=study_x JobState=FAILED EligibleTime=x "
+        "ArrayJobId=12 ArrayTaskId=0 DerivedExitCode=0:0 ExitCode=1:0 \n"
+        "JobId=12 UserId=u(1) Name=study_x JobState=COMPLETED EligibleTime=x "
+        "ArrayJobId=12 ArrayTaskId=1 DerivedExitCode=0:0 ExitCode=0:0 \n"
+        "JobId=15 UserId=u(1) Name=nano_a JobState=CANCELLED EligibleTime=x "
+        "DerivedExitCode=0:0 ExitCode=0:0 \n"
+    )
+    _fake_slurm(tmp_path, monkeypatch, jobcomp=jobcomp)
+    backend = SlurmBackend(None, tmp_path / "index")
+    assert backend.status("12_0").state is JobState.FAILED
+    assert backend.status("12_1").state is JobState.COMPLETED
+    assert backend.status("15").state is JobState.CANCELLED
+    assert backend.status("12_2").state is JobState.UNKNOWN
+
+
+@pytest.mark.parametrize("job_id", ["12", "12_0", "4294967_17"])
+def test_job_ids_and_array_task_ids_are_slurm_job_ids(tmp_path, job_id):
+    assert SlurmBackend(None, tmp_path).job_id_problem(job_id) is None
+
+
+@pytest.mark.parametrize("job_id", ["-x", "--help", "12_", "_1", "12_1_2", "../x", "12;id", "١٢"])
+def test_anything_else_is_not_a_slurm_job_id(tmp_path, job_id):
+    assert "is not a job id" in SlurmBackend(None, tmp_path).job_id_problem(job_id)
