@@ -1,8 +1,11 @@
 """Follow launched jobs: `./tools/bazel run //launcher:jobs -- ACTION CLUSTER JOB_ID`.
 
-status CLUSTER JOB_ID           state (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
+status CLUSTER JOB_ID           state (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED,
+                                PREEMPTED, UNKNOWN)
 logs   CLUSTER JOB_ID [-f]      the job's output; -f follows it until the job ends
 cancel CLUSTER JOB_ID           stop it
+
+A run of a job array (a study launched on Slurm) has the id `<array id>_<index>`.
 
 Exit status: 0 done; 2 a wrong cluster or job id (the message says what exists); 1 the
 scheduler or the job's files could not be read. TERRA_LAB_DEBUG=1 shows tracebacks.
@@ -38,8 +41,10 @@ def run(args: types.SimpleNamespace) -> int:
         backend = make_backend(settings.cluster(args.cluster))
     except clusters.ClusterConfigError as error:
         raise inputs.BadInput(str(error)) from error
-    if not args.job_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise inputs.BadInput(f"{args.job_id!r} is not a job id (launch prints it)")
+    # Before the id reaches scontrol/scancel or an index file name: an option ("-x"), a path
+    # ("../x") or a malformed Slurm id is refused; `12_3` (a task of a job array) is an id.
+    if problem := backend.job_id_problem(args.job_id):
+        raise inputs.BadInput(problem)
     try:
         return _act(backend, args)
     except KeyError as error:  # a job id the backend has no record of

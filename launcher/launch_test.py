@@ -27,7 +27,7 @@ def workspace(tmp_path, monkeypatch):
     for name in ("ensure_services", "make_backend"):
         monkeypatch.setattr(launch, name, no_side_effects)
     monkeypatch.setattr(launch.publish, "publish_image", no_side_effects)
-    monkeypatch.setattr(launch.gate, "run_launch_tests", no_side_effects)
+    monkeypatch.setattr(launch.gate, "run_group_launch_tests", no_side_effects)
     return work
 
 

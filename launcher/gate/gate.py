@@ -60,11 +60,12 @@ class LaunchRefused(RuntimeError):
         super().__init__(f"launch refused; nothing was pushed or submitted:\n{lines}")
 
 
-def name_problems(experiment: str, run_name: str, wandb_project: str) -> list[str]:
+def name_problems(experiment: str, run_name: str, wandb_project: str | None) -> list[str]:
+    """The experiment's, the W&B project's (None: not checked here) and the run's name rules."""
     problems = []
     if problem := names.experiment_problem(experiment):
         problems.append(problem)
-    if problem := names.project_problem(wandb_project):
+    if wandb_project is not None and (problem := names.project_problem(wandb_project)):
         example = f"{datetime.date.today():%Y_%m_%d}_{experiment or 'study'}"
         problems.append(f"{problem}, e.g. {example}")
     if problem := names.run_name_problem(run_name):
