@@ -16,12 +16,17 @@ Options:
     --resume   (train, launch) continue an existing run of the same setup: experiment,
                commit and config must match what the run folder recorded (identity.json)
     --untrained  (evaluate, visualize) use the untrained model when the run has no checkpoint
+    --model_size=NAME  the variant's encoder and decoder at a size of
+               models/latent_mim/sizes.py (widths, depths, heads; e.g. nano, 128 wide, for
+               CPU), config classes kept; applied to base too, so dry_run's diff is the
+               variant's change alone; recorded in overrides.txt like any override
 
 Exit status: 0 done; 2 the command line is wrong (usage, unknown or mistyped override,
 bad name, a run name taken by another setup; the message says what to type); 1 the work
 itself failed. Either way the error is one line; TERRA_LAB_DEBUG=1 adds the traceback.
 
-Model changes are variant files, never flags: `--model.*` is refused (resolution.py).
+Model changes are variant files, never flags: `--model.*` is refused (resolution.py);
+`--model_size` only resizes the variant's model.
 """
 
 from __future__ import annotations

@@ -157,6 +157,7 @@ def test_the_cli_surface_is_frozen() -> None:
         "train_module.global_batch_size",
     }
     assert set(resolution.REFUSED) == {"model", "experiment", "run_name", "cluster"}
+    assert set(resolution.OPTIONS) == {"model_size"}
 
 
 def test_dry_run_of_the_encoder_variant_shows_its_projection_and_a_model_only_diff() -> None:
@@ -177,3 +178,83 @@ def test_dry_run_of_the_encoder_variant_shows_its_projection_and_a_model_only_di
 def test_help_prints_the_subcommands() -> None:
     status, out, _ = _run("--help")
     assert status == 0 and "visualize" in out
+
+
+ENCODER_VARIANT = importlib.import_module("experiments.base_encoder_per_mod_proj")
+
+
+def _section(out: str, title: str) -> str:
+    """One `== title ===` section of dry_run's output."""
+    return out.split(f"== {title} ")[1].split("\n== ")[0]
+
+
+def test_model_size_runs_a_variant_at_nano_width_with_only_its_change_against_base() -> None:
+    status, out, err = _run(
+        "dry_run",
+        "base_encoder_per_mod_proj_nano",
+        "local",
+        "--model_size=nano",
+        module=ENCODER_VARIANT,
+        experiment="base_encoder_per_mod_proj",
+    )
+    assert status == 0, err
+    assert "--model_size=nano (sets model): 'encoder 768 wide" in _section(out, "overrides")
+    invocation = resolution.resolve(
+        Builders.from_module(ENCODER_VARIANT),
+        ["dry_run", "base_encoder_per_mod_proj_nano", "local", "--model_size=nano"],
+        "base_encoder_per_mod_proj",
+    )
+    encoder, decoder = invocation.config.model.encoder, invocation.config.model.decoder
+    assert type(encoder).__name__ == "EncoderWithPerModalityProjectionConfig"
+    assert (encoder.width, encoder.depth, encoder.num_heads) == (128, 4, 8)
+    assert (decoder.width, decoder.encoder_width, decoder.output_width) == (128, 128, 128)
+    assert "width: 128" in _section(out, "resolved config")
+    # base is resized too, so the variant differs from it in its CHANGES alone.
+    diff_part = _section(out, "diff against base")
+    entries = [line.strip() for line in diff_part.splitlines() if line.startswith("  ")]
+    assert "1 field(s) differ from base" in diff_part
+    assert len(entries) == 1 and entries[0].startswith("model.encoder._class_:"), entries
+
+
+def test_model_size_applies_before_the_other_overrides_and_is_recorded_as_typed() -> None:
+    argv = ["dry_run", "base_a", "local", "--trainer.max_steps=3", "--model_size=tiny"]
+    invocation = resolution.resolve(Builders.from_module(BASE), argv, "base")
+    assert [a.override.text for a in invocation.applied] == [
+        "--model_size=tiny",  # first, so what overrides.txt re-creates is the same config
+        "--trainer.max_steps=3",
+    ]
+    assert invocation.config.model.encoder.width == 192
+    assert invocation.config.trainer.max_duration.value == 3
+
+
+@pytest.mark.parametrize("size", ["nanoo", "huge", ""])
+def test_an_unknown_model_size_exits_2_naming_the_valid_sizes(size: str) -> None:
+    status, _, err = _run("dry_run", "base_a", "local", f"--model_size={size}")
+    assert status == 2
+    (line,) = err.strip().splitlines()
+    assert f"--model_size={size}: unknown model size {size!r}" in line
+    assert "Valid sizes (models/latent_mim/sizes.py): nano, tiny," in line
+    assert ("Did you mean --model_size=nano?" in line) == (size == "nanoo")
+
+
+def test_a_study_s_wandb_group_job_type_and_hypothesis_reach_the_config_as_typed() -> None:
+    hypothesis = (
+        "Per-modality projections help: S2, S1 and Landsat (10 m, 20 m) gain >= 0.5 kNN "
+        "points [3 seeds]; p=0.05 (Holm)"
+    )
+    argv = [
+        "dry_run",
+        "base_a",
+        "local",
+        "--trainer.callbacks.wandb.group=per_modality_projection",
+        "--trainer.callbacks.wandb.job_type=base_encoder_per_mod_proj",
+        f"--trainer.callbacks.wandb.notes={hypothesis}",
+    ]
+    wandb = resolution.resolve(Builders.from_module(BASE), argv, "base").config.trainer.callbacks[
+        "wandb"
+    ]
+    assert (wandb.group, wandb.job_type, wandb.notes) == (
+        "per_modality_projection",
+        "base_encoder_per_mod_proj",
+        hypothesis,
+    )

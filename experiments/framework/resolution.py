@@ -2,13 +2,22 @@
 
 `resolve(builders, argv, experiment)` parses `SUBCOMMAND RUN_NAME CLUSTER [--k=v ...]`,
 runs the builders, applies the overrides (strict, typed; see overrides.py) and checks the
-guide's naming rules. The alias table and the refused sections below are the frozen part
-of the CLI (cli_test.py pins them).
+guide's naming rules. The alias table, the refused sections and the options below are the
+frozen part of the CLI (cli_test.py pins them).
+
+One option reaches into the model: `--model_size=<name>` (OPTIONS) runs the variant at
+another size of models/latent_mim/sizes.py, e.g. a study "at nano width on CPU". It resizes
+the encoder and decoder (widths, depths, heads, mlp ratio; the decoder's encoder and output
+widths) and keeps every config class, so the variant's change stays what it is; any other
+model change is a variant file (`--model.*` is refused). It is applied to the built config
+before the other overrides, to the baseline's too where dry_run diffs against it, and it is
+recorded in overrides.txt like any override, so a run folder re-creates it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +29,7 @@ from experiments.framework.experiment_config import (
     ExperimentConfig,
     build_config,
 )
+from models.latent_mim import sizes
 from models.names import names
 
 SUBCOMMANDS = ("dry_run", "train", "launch", "evaluate", "visualize")
@@ -28,6 +38,8 @@ USAGE = """usage: <experiment> SUBCOMMAND RUN_NAME CLUSTER [--resume] [--key=val
   SUBCOMMAND: dry_run, train, launch, evaluate or visualize
   --resume (train, launch): continue an existing run of the same setup
   --untrained (evaluate, visualize): use the untrained model when the run has no checkpoint
+  --model_size=NAME: the variant's encoder and decoder at a size of models/latent_mim/sizes.py
+      (e.g. nano, 128 wide, for CPU), keeping the variant's config classes
   e.g. ./tools/bazel run //experiments:nano -- train nano_quickstart local --trainer.max_steps=100
        ./tools/bazel run //experiments:base -- launch base_lr1e-4 slurm --launch.num_gpus=8 \\
            --trainer.callbacks.wandb.project=2026_11_25_my_study
@@ -65,11 +77,20 @@ ALIASES: dict[str, ov.Alias] = {
 }
 """The guide's names for fields whose real place is an implementation detail."""
 
+MODEL_SIZE = "model_size"
+
+OPTIONS = {
+    MODEL_SIZE: "the variant's encoder and decoder at this size of models/latent_mim/sizes.py "
+    "(widths, depths, heads, mlp ratio), its config classes kept, e.g. --model_size=nano",
+}
+"""Keys that are no config path: what each sets is described here (see the module docstring)."""
+
 REFUSED = {
     "model": (
         "the model is changed by a variant file, not a flag, so that the config test and the "
         "hygiene test cover it. Create one with: ./tools/bazel run //tools:new_experiment -- "
-        '--name base_<component>_<change> --hypothesis "..."'
+        '--name base_<component>_<change> --hypothesis "..." (to run a variant at another '
+        "size: --model_size=nano)"
     ),
     "experiment": "the experiment is the Bazel target you run",
     "run_name": "the run name is the RUN_NAME argument",
@@ -188,5 +209,51 @@ def resolve(builders: Builders, argv: Sequence[str], experiment: str) -> Invocat
 def apply_cli_overrides(
     config: ExperimentConfig, overrides: Sequence[ov.Override]
 ) -> tuple[ExperimentConfig, list[ov.AppliedOverride]]:
-    """Overrides with the CLI's aliases and refusals."""
-    return ov.apply_overrides(config, overrides, ALIASES, REFUSED)
+    """Overrides with the CLI's aliases, refusals and options: `--model_size` first (so an
+    override of another section sees the resized model), then the others."""
+    applied: list[ov.AppliedOverride] = []
+    for override in overrides:  # at most one: parse_overrides refuses a key given twice
+        if override.key == MODEL_SIZE:
+            config, resize = _apply_model_size(config, override)
+            applied.append(resize)
+    others = [override for override in overrides if override.key != MODEL_SIZE]
+    config, applied_others = ov.apply_overrides(config, others, ALIASES, REFUSED)
+    return config, [*applied, *applied_others]
+
+
+def _apply_model_size(
+    config: ExperimentConfig, override: ov.Override
+) -> tuple[ExperimentConfig, ov.AppliedOverride]:
+    """`config` with its model at the size `override` names (see OPTIONS)."""
+    name = override.value.strip()
+    if name not in sizes.MODEL_SIZES:
+        close = difflib.get_close_matches(name, list(sizes.MODEL_SIZES), n=1)
+        hint = f"Did you mean --{MODEL_SIZE}={close[0]}? " if close else ""
+        raise ov.OverrideError(
+            f"{override.text}: unknown model size {name!r}. {hint}Valid sizes (models/"
+            f"latent_mim/sizes.py): {', '.join(sizes.MODEL_SIZES)}"
+        )
+    try:
+        model = sizes.resized(config.model, name)
+    except AttributeError as error:  # a model config without an encoder and a decoder
+        raise ov.OverrideError(
+            f"{override.text}: {type(config.model).__name__} has no encoder and decoder to "
+            f"resize ({error})"
+        ) from None
+    except (ValueError, TypeError) as error:  # a component's own check of the new shape
+        raise ov.OverrideError(f"{override.text}: the resized model is rejected: {error}") from None
+    resized_config = dataclasses.replace(config, model=model)
+    resize = ov.AppliedOverride(override, "model", _shape(config.model), _shape(model))
+    return resized_config, resize
+
+
+def _shape(model: Any) -> str:
+    """The encoder's and decoder's shape in one line (dry_run's overrides section)."""
+    parts = []
+    for part in ("encoder", "decoder"):
+        component = getattr(model, part)
+        parts.append(
+            f"{part} {component.width} wide, {component.depth} deep, {component.num_heads} "
+            f"heads, mlp x{component.mlp_ratio:g}"
+        )
+    return "; ".join(parts)

@@ -165,3 +165,54 @@ def test_a_refused_identity_stops_the_start_before_resume_or_records_touch_the_r
         start("commit-b")  # another commit: another setup, refused even with --resume
     assert leftover.exists()
     assert {name: (run_dir / name).read_text() for name in before} == before
+
+
+def test_a_study_run_at_nano_width_trains_and_its_wandb_run_carries_the_study(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.train.callbacks import wandb_reader
+
+    commit, image = "c" * 40, "127.0.0.1:5000/terra-lab@sha256:" + "d" * 64
+    monkeypatch.setenv("TERRA_LAB_COMMIT", commit)  # what a job's environment holds
+    monkeypatch.setenv("TERRA_LAB_IMAGE", image)
+    hypothesis = "Per-modality projections help: S2, S1 (and Landsat) gain kNN accuracy"
+    variant = importlib.import_module("experiments.base_encoder_per_mod_proj")
+    overrides = [
+        "--model_size=nano",
+        "--seed=2",
+        "--trainer.max_steps=1",
+        "--data_loader.global_batch_size=4",
+        "--data_loader.token_budget=300",
+        "--train_module.microbatch_size=4",
+        "--trainer.callbacks.evaluator.enabled=false",
+        "--trainer.callbacks.wandb.group=per_modality_projection",
+        "--trainer.callbacks.wandb.job_type=base_encoder_per_mod_proj",
+        f"--trainer.callbacks.wandb.notes={hypothesis}",
+    ]
+    argv = ["train", "base_encoder_per_mod_proj_s2", "local", *overrides]
+    out, err = io.StringIO(), io.StringIO()
+    builders = Builders.from_module(variant)
+    assert run(builders, argv, "base_encoder_per_mod_proj", out, err) == 0, err.getvalue()
+
+    invocation = resolution.resolve(builders, argv, "base_encoder_per_mod_proj")
+    run_dir = workspace / "runs" / invocation.config.trainer.run.project / invocation.run_name
+    saved = serialization.load(run_dir / "config.yaml")
+    assert type(saved.model.encoder).__name__ == "EncoderWithPerModalityProjectionConfig"
+    assert saved.model.encoder.width == saved.model.decoder.width == 128
+    recorded = (run_dir / "overrides.txt").read_text().splitlines()
+    assert [line for line in recorded if not line.startswith("#")] == overrides
+    (log,) = wandb_reader.offline_run_files(run_dir)
+    wandb_run = wandb_reader.read_finished_run(log)
+    assert (wandb_run.group, wandb_run.job_type, wandb_run.notes) == (
+        "per_modality_projection",
+        "base_encoder_per_mod_proj",
+        hypothesis,
+    )
+    assert wandb_run.config["provenance"] == {
+        "commit": commit,
+        "image": image,
+        "seed": 2,
+        "study": "per_modality_projection",
+        "hypothesis": hypothesis,
+        "variant": "base_encoder_per_mod_proj",
+    }
