@@ -386,7 +386,8 @@ def _job_states(cluster: str, job_ids: Sequence[str]) -> dict[str, str]:
         raise CommandError(
             f"cannot ask {cluster} for the study's jobs: {error}; nothing was submitted"
         ) from error
-    return {job_id: status.state for job_id, status in found.items()}
+    # JobState values are upper case (PENDING, ...); the study shows them as words.
+    return {job_id: str(getattr(s.state, "value", s.state)).lower() for job_id, s in found.items()}
 
 
 def launch(invocation: StudyInvocation, stdout: TextIO, stderr: TextIO) -> int:
