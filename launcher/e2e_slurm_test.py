@@ -4,17 +4,20 @@ The launch goes through the experiment's own CLI from a pushed scratch clone of 
 tree: gate (real `bazel test` of nano's launch tests), image, push to the
 embedded registry, sbatch; the job pulls the image by digest, runs torchrun with two gloo
 processes under bubblewrap, and leaves metrics and checkpoints in the run folder.
+A group launch (launcher.api.launch_runs, what a study's `launch` calls) of two nano runs
+goes to Slurm as one job array whose two tasks both complete.
 """
 
 import json
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from launcher import testing
+from launcher import api, testing
 from launcher.backends.backend import JobState
 from launcher.backends.slurm import SlurmBackend
 from launcher.registry.client import RegistryClient
@@ -149,3 +152,55 @@ def test_a_requeued_job_resumes_from_its_checkpoint(workspace, env, cluster):
     assert starts[0]["resumed_at_step"] == 0 and starts[1]["resumed_at_step"] >= 2
     assert _logged_steps(run_dir) == list(range(1, max_steps + 1))
     assert "resumed from /app/runs/" in backend.logs(job_id)
+
+
+# A study's launch in miniature: two seeds of nano through launcher.api, as one job array.
+_LAUNCH_ARRAY = """
+import json, sys
+from launcher import api
+project, array, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
+runs = [
+    api.RunRequest("nano", "//experiments:nano", f"{array}_s{seed}",
+                   [f"--seed={seed}", f"--trainer.callbacks.wandb.project={project}", *overrides],
+                   {"seed": seed})
+    for seed in (0, 1)
+]
+result = api.launch_runs(runs, "slurm", project, api.LaunchSettings(num_gpus=1), array_name=array)
+print(json.dumps({"image": result.image, "jobs": [run.job_id for run in result.runs]}))
+"""
+
+
+def test_a_job_array_of_two_nano_runs_completes_on_slurm(workspace, env, cluster, monkeypatch):
+    array = "nano_e2e_array"
+    overrides = list(testing.NANO_SMOKE_OVERRIDES)
+    result = subprocess.run(
+        [sys.executable, "-c", _LAUNCH_ARRAY, PROJECT, array, *overrides,
+         "--trainer.callbacks.evaluator.enabled=false"],
+        cwd=workspace,
+        env=dict(env, BUILD_WORKSPACE_DIRECTORY=str(workspace), PYTHONPATH=str(workspace)),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    launched = json.loads(result.stdout.strip().splitlines()[-1])
+    array_id = launched["jobs"][0].partition("_")[0]
+    assert launched["jobs"] == [f"{array_id}_0", f"{array_id}_1"]
+    assert "launched 2 runs at" in result.stderr and f"(job array {array})" in result.stderr
+    assert result.stderr.count("[gate] bazel test: the ") == 1  # one gate for the group
+
+    backend = SlurmBackend(cluster.conf, testing.real_home() / ".cache/terra-lab/jobs/slurm")
+    for seed, job_id in enumerate(launched["jobs"]):
+        status = testing.wait_for_job(backend, job_id, timeout_s=600)
+        assert status.state is JobState.COMPLETED, testing.job_report(backend, job_id, status)
+        run_dir = workspace / "runs" / PROJECT / f"{array}_s{seed}"
+        assert _logged_steps(run_dir) == [1, 2]
+        assert f"--seed={seed}" in (run_dir / "overrides.txt").read_text()
+        (start,) = json.loads((run_dir / "provenance.json").read_text())["starts"]
+        assert start["job_id"] == job_id and start["image"] == launched["image"]
+        # The task's own log (slurm-<array>_<task>.out), found from its id.
+        assert f"[terra-lab] job {job_id} (restart 0)" in backend.logs(job_id)
+    # What a study's `status` asks: both tasks by id, through the public API.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(testing.real_home() / ".cache"))
+    states = api.job_states("slurm", launched["jobs"], workspace)
+    assert [states[job_id].state for job_id in launched["jobs"]] == [JobState.COMPLETED] * 2
