@@ -9,7 +9,8 @@ or pushed here. What is checked is what can have changed since:
   - the cluster's registry still holds the manifest of that exact digest (registries can be
     garbage-collected; the job would fail on its node minutes later instead).
 Then the job is submitted as `launch` submits it (same arguments, environment and mounts)
-and, when asked, followed until it ends, with a line per state change.
+and, when asked, followed until it ends, with a line per state change and per new last
+line of the job's output (its progress line).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from launcher import clusters
-from launcher.backends.backend import JobSpec, JobState
+from launcher.backends.backend import Backend, JobSpec, JobState
 from launcher.cli import command
 from launcher.launch import LaunchFailed, ensure_services, make_backend, new_job_dir
 from launcher.registry import client as registry_client
@@ -178,12 +179,24 @@ def resubmit_image(
     status = backend.status(job_id)
     if not wait:
         return ResubmitResult(job_id, str(reference), run_dir, status.state, status.detail)
-    shown = None
+    shown_state, shown_line = None, ""
     while True:
-        if status.state != shown:
+        if status.state != shown_state:
             say(f"[resubmit] job {job_id}: {status.state.value} {status.detail}".rstrip())
-            shown = status.state
+            shown_state = status.state
         if status.state.finished:
             return ResubmitResult(job_id, str(reference), run_dir, status.state, status.detail)
+        if (line := _last_log_line(backend, job_id)) and line != shown_line:
+            say(f"[resubmit] job {job_id}: {line[:200]}")
+            shown_line = line
         time.sleep(poll_seconds)
         status = backend.status(job_id)
+
+
+def _last_log_line(backend: Backend, job_id: str) -> str:
+    """The job's newest output line (its progress), "" while it has none or cannot be read."""
+    try:
+        lines = [line.strip() for line in backend.logs(job_id).splitlines() if line.strip()]
+    except (OSError, KeyError, RuntimeError):
+        return ""
+    return lines[-1] if lines else ""

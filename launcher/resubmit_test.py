@@ -54,7 +54,7 @@ class _RecordingBackend(Backend):
         return JobStatus(next(self._states, JobState.COMPLETED))
 
     def logs(self, job_id: str) -> str:
-        return ""
+        return "step 1/3 (33%) | loss 3.61\n"
 
     def cancel(self, job_id: str) -> None:
         pass
@@ -122,8 +122,8 @@ def test_the_image_runs_by_digest_with_the_runs_arguments_and_is_followed_to_its
     assert job.run_dir == workspace / "runs" / PROJECT / "nano_s0_repro1"
     assert result.state is JobState.COMPLETED and result.job_id == "7"
     assert result.run_dir == job.run_dir
-    states = [line.split(": ")[-1] for line in lines if "job 7:" in line]
-    assert states == ["PENDING", "RUNNING", "COMPLETED"]
+    followed = [line.split("job 7: ")[-1] for line in lines if "job 7:" in line]
+    assert followed == ["PENDING", "step 1/3 (33%) | loss 3.61", "RUNNING", "COMPLETED"]
 
 
 def test_without_waiting_the_submitted_state_is_returned(

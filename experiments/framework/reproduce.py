@@ -516,6 +516,11 @@ def reproduce_run(
         )
     if mode == "image":
         reproduction = train_image(records, run_name)
+        if reproduction.parent.parent != records.run_root:
+            notes.append(
+                f"the job wrote to {records.cluster}'s run root {reproduction.parent.parent}, "
+                f"not the original's {records.run_root} (another checkout's clusters.yaml)"
+            )
     else:
         from launcher import api as launcher_api
 
