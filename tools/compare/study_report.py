@@ -498,7 +498,7 @@ def header_section(study: Study, comparisons_of: Sequence[GridComparison]) -> Se
         + f". Final loss: trailing mean of the last {study.window} logged losses; downstream: "
         "the latest value of each eval/ score."
     )
-    md_facts, html_facts = _table(["", ""], [[key, value] for key, value in facts])
+    md_facts, html_facts = _table(["", "value"], [[key, value] for key, value in facts])
     run_rows = [
         [
             run.name,
@@ -514,10 +514,11 @@ def header_section(study: Study, comparisons_of: Sequence[GridComparison]) -> Se
     header = ["run", "variant", "seed", "grid point", "steps", LOSS_LABEL, "status"]
     md_runs, html_runs = _table(header, run_rows)
     words = summary(study, comparisons_of)
-    markdown = f"{md_facts}\n\n{words}\n\n### Runs\n\n{counts}\n\n{md_runs}"
+    markdown = "\n\n".join([md_facts, *words, "### Runs", counts, md_runs])
     body = (
-        f"{html_facts}<p class='summary'>{html.escape(words)}</p>"
-        f"<h3>Runs</h3><p>{html.escape(counts)}</p>{html_runs}"
+        html_facts
+        + "".join(f"<p>{html.escape(paragraph)}</p>" for paragraph in words)
+        + f"<h3>Runs</h3><p>{html.escape(counts)}</p>{html_runs}"
     )
     return Section(f"Study {study.name}", markdown, body)
 
@@ -621,10 +622,12 @@ def _listing(rows: Sequence[stats.MetricComparison]) -> str:
     )
 
 
-def summary(study: Study, points: Sequence[GridComparison]) -> str:
-    """The findings in plain words: what is beyond noise, what is not and what would be."""
-    sentences = []
+def summary(study: Study, points: Sequence[GridComparison]) -> list[str]:
+    """The findings in plain words, a paragraph per grid point and one on the seed count: what
+    is beyond noise, what is not, and how many seeds would show it."""
+    paragraphs = []
     for point in points:
+        sentences = []
         where = f"At {point.label}, " if point.label else ""
         better = [row for row in point.comparisons if row.verdict == stats.BETTER]
         worse = [row for row in point.comparisons if row.verdict == stats.WORSE]
@@ -633,7 +636,6 @@ def summary(study: Study, points: Sequence[GridComparison]) -> str:
         ]
         if not point.comparisons:
             sentences.append(f"{where}no variant could be compared with {study.baseline}.")
-            continue
         if better:
             sentences.append(
                 f"{where}better than {study.baseline} beyond noise: {_listing(better)}."
@@ -654,6 +656,8 @@ def summary(study: Study, points: Sequence[GridComparison]) -> str:
                 f"No detectable difference for {len(unclear)} of {len(point.comparisons)} "
                 f"comparisons; seeds needed for 80% power: {'; '.join(needs)}."
             )
+        paragraphs.append(_capitalized(sentences))
+    sentences = []
     seeds = len(study.seeds)
     counts = {len(found) for p in points for v in p.values.values() for found in v.values()}
     fewest = min(counts, default=seeds)
@@ -673,6 +677,11 @@ def summary(study: Study, points: Sequence[GridComparison]) -> str:
                 else "no interval and no test at all."
             )
         )
+    paragraphs.append(_capitalized(sentences))
+    return [paragraph for paragraph in paragraphs if paragraph]
+
+
+def _capitalized(sentences: Sequence[str]) -> str:
     return " ".join(sentence[:1].upper() + sentence[1:] for sentence in sentences)
 
 

@@ -184,3 +184,33 @@ def test_bad_input_is_one_line_and_exit_2(
     assert compare.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and message in error, error
+
+
+def test_a_score_without_a_known_direction_gets_intervals_but_no_verdict(tmp_path: Path) -> None:
+    mystery = "eval/landcover/mystery_score"
+    variants = {
+        BASE: (1.0, {KNN: 0.50, mystery: 3.0}),
+        BETTER: (0.95, {KNN: 0.55, mystery: 4.0}),
+    }
+    manifest = write_study(tmp_path / "runs", variants)
+    study = study_report.load_study(manifest)
+    point = study_report.compare_grid_point(study, "")
+    assert point.undirected == [mystery]
+    assert {row.metric for row in point.comparisons} == {"loss", KNN}
+    out = tmp_path / "report"
+    assert compare.main(["--study", str(manifest), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "| landcover/mystery_score |" in markdown  # a column of the per-variant table
+    assert f"Not compared (no known direction for a verdict): {mystery}" in markdown
+
+
+def test_a_study_whose_baseline_has_no_finished_run_still_reports_what_it_has(
+    tmp_path: Path,
+) -> None:
+    manifest = _study(tmp_path, skip=[f"{BASE}_s{seed}" for seed in (0, 1, 2)])
+    out = tmp_path / "report"
+    assert compare.main(["--study", str(manifest), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "9 runs, 6 with metrics, 3 missing" in markdown
+    assert "No variant could be compared with base." in markdown
+    assert "No comparison could run." in markdown
