@@ -98,7 +98,7 @@ def run(
     except Exception as error:  # noqa: BLE001 - a builder or a config check that raised
         if debugging():
             raise
-        print(f"error: the config does not resolve: {_one_line(error)}", file=stderr)
+        print(f"error: the config does not resolve: {one_line(error)}", file=stderr)
         return 2
     for warning in invocation.warnings:
         print(f"warning: {warning}", file=stderr)
@@ -118,7 +118,7 @@ def run(
             raise
         print(
             f"error: {invocation.subcommand} failed: {type(error).__name__}: "
-            f"{_one_line(error)} (TERRA_LAB_DEBUG=1 shows the traceback)",
+            f"{one_line(error)} (TERRA_LAB_DEBUG=1 shows the traceback)",
             file=stderr,
         )
         return 1
@@ -129,7 +129,7 @@ def debugging() -> bool:
     return os.environ.get("TERRA_LAB_DEBUG", "") not in ("", "0")
 
 
-def _one_line(error: BaseException, limit: int = 500) -> str:
+def one_line(error: BaseException, limit: int = 500) -> str:
     text = " ".join(str(error).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -37,6 +37,7 @@ import os
 import subprocess
 import sys
 import traceback
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -461,6 +462,23 @@ def launch(invocation: StudyInvocation, stdout: TextIO, stderr: TextIO) -> int:
     except launcher.LaunchRefused as error:
         raise CommandError(str(error), exit_code=getattr(error, "exit_code", 2)) from error
     except launcher.LaunchFailed as error:
+        submitted = dict(getattr(error, "submitted", {}) or {})
+        if submitted:  # those jobs run: the manifest must know them, or a relaunch repeats them
+            partial = types.SimpleNamespace(
+                commit=commit,
+                image=None,
+                runs=[
+                    types.SimpleNamespace(
+                        run_name=name,
+                        job_id=job_id,
+                        run_dir=run_root(invocation.cluster) / project / name,
+                    )
+                    for name, job_id in submitted.items()
+                ],
+            )
+            study_manifest.write(
+                path, _updated_manifest(study, invocation, manifest, project, runs, partial)
+            )
         raise CommandError(str(error), exit_code=getattr(error, "exit_code", 1)) from error
     manifest = _updated_manifest(study, invocation, manifest, project, runs, result)
     study_manifest.write(path, manifest)

@@ -348,3 +348,19 @@ def test_a_wrong_command_line_is_one_line_and_exit_2(run_root: Path, argv, fragm
     assert status == 2
     assert fragment in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_runs_submitted_before_a_failure_are_recorded_so_a_relaunch_does_not_repeat_them(
+    run_root: Path, recorder: RecordingLauncher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fails_after_one(requests, **_: Any):
+        error = recorder.LaunchFailed("the scheduler went away after 1 of 4 jobs")
+        error.submitted = {requests[0].run_name: "job-early"}
+        raise error
+
+    monkeypatch.setattr(recorder, "launch_runs", fails_after_one)
+    status, _, err = run_cli(make_study(), "launch", "local", "--trainer.max_steps=10")
+    assert status == 1
+    assert "went away" in err
+    [run] = manifest_of(run_root)["runs"]
+    assert run["name"] == "base_s0" and run["job_id"] == "job-early"
