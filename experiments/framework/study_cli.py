@@ -261,13 +261,21 @@ def compute_estimate(runs: Sequence[ResolvedRun]) -> list[str]:
             "pass --trainer.max_steps=N for an estimate"
         )
     if total:
-        hours = total / (H100_PEAK_FLOPS * ASSUMED_MFU) / 3600
+        seconds = total / (H100_PEAK_FLOPS * ASSUMED_MFU)
         lines.append(
             f"  total {total:.3g} FLOPs over {len(runs) - len(unknown)} runs "
             f"(6 x parameters x tokens per step x steps; tokens = batch x token budget), "
-            f"about {hours:.3g} H100-hours at {ASSUMED_MFU:.0%} of bf16 peak"
+            f"about {_duration(seconds)} of one H100 at {ASSUMED_MFU:.0%} of bf16 peak"
         )
     return lines
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2g} s"
+    if seconds < 3600 * 48:
+        return f"{seconds / 3600:.3g} hours"
+    return f"{seconds / 86400:.3g} days"
 
 
 def dry_run(invocation: StudyInvocation, stdout: TextIO) -> int:
