@@ -567,6 +567,7 @@ def fill_plan(workspace: Path, study: Study, manifest: dict[str, Any], path: Pat
     if not plan.exists():
         return None
     text = plan.read_text()
+    shown = path.relative_to(workspace) if path.is_relative_to(workspace) else path
     rows = "\n".join(
         f"| {run['name']} | {run['variant']} | {run['seed']} | {run.get('grid_label') or '-'} "
         f"| {run['job_id']} | {str(run.get('commit', ''))[:12]} |"
@@ -576,7 +577,7 @@ def fill_plan(workspace: Path, study: Study, manifest: dict[str, Any], path: Pat
         f"{PLAN_START}\n"
         f"Study `{study.name}` on `{manifest['cluster']}`: W&B project `{manifest['project']}`, "
         f"group `{study.name}` (job type = variant), commit `{manifest['commit']}`, image "
-        f"`{manifest['image']}`.\nManifest: `{path}`.\n\n"
+        f"`{manifest['image']}`.\nManifest: `{shown}`.\n\n"
         "| run | variant | seed | grid point | job | commit |\n|---|---|---|---|---|---|\n"
         f"{rows}\n\n"
         f"Follow: `./tools/bazel run //experiments/studies:{study.name} -- status "
