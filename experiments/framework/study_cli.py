@@ -411,14 +411,6 @@ def launch(invocation: StudyInvocation, stdout: TextIO, stderr: TextIO) -> int:
     refuse_unequal_hyperparameters(study, runs)
     path = study_manifest.manifest_path(run_root(invocation.cluster), project, study.name)
     manifest = _read_manifest(path)
-    if manifest is not None and not same_code(workspace, str(manifest["commit"]), commit):
-        raise CommandError(
-            f"study {study.name} in {project} was launched at {str(manifest['commit'])[:12]}; "
-            f"HEAD {commit[:12]} changes code since, and a study's runs must share it. Check out "
-            f"{str(manifest['commit'])[:12]} to complete it, or pass --project=<a new dated "
-            "project> for a new launch",
-            exit_code=2,
-        )
     todo, states = runs_to_submit(invocation, runs, manifest)
     if not todo:
         counts = _count(states.values())
@@ -429,6 +421,15 @@ def launch(invocation: StudyInvocation, stdout: TextIO, stderr: TextIO) -> int:
             file=stdout,
         )
         return 0
+    # Only what is submitted must share the study's code; a finished study is not refused.
+    if manifest is not None and not same_code(workspace, str(manifest["commit"]), commit):
+        raise CommandError(
+            f"study {study.name} in {project} was launched at {str(manifest['commit'])[:12]}; "
+            f"HEAD {commit[:12]} changes code since, and a study's runs must share it. Check out "
+            f"{str(manifest['commit'])[:12]} to complete it, or pass --project=<a new dated "
+            "project> for a new launch",
+            exit_code=2,
+        )
     requests = []
     for run in todo:
         resume = run.planned.name in states  # a failed job: continue its run folder

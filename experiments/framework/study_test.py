@@ -146,12 +146,13 @@ class RecordingLauncher:
         self.submitted: list[list[Any]] = []
         self.states: dict[str, str] = {}
         self.counter = 0
+        self.commit = COMMIT
 
     def workspace_root(self) -> Path:
         return self.workspace
 
     def resolve_commit(self, workspace: Path) -> str:
-        return COMMIT
+        return self.commit
 
     @staticmethod
     def RunRequest(**fields: Any) -> types.SimpleNamespace:  # noqa: N802 - the API's class
@@ -364,3 +365,20 @@ def test_runs_submitted_before_a_failure_are_recorded_so_a_relaunch_does_not_rep
     assert "went away" in err
     [run] = manifest_of(run_root)["runs"]
     assert run["name"] == "base_s0" and run["job_id"] == "job-early"
+
+
+def test_a_relaunch_at_other_code_submits_nothing_it_would_mix_but_passes_a_finished_study(
+    run_root: Path, recorder: RecordingLauncher
+) -> None:
+    study = make_study()
+    assert run_cli(study, "launch", "local", "--trainer.max_steps=10")[0] == 0
+    recorder.commit = "c" * 40  # HEAD moved to other code (no git here: not provably the same)
+    status, out, _ = run_cli(study, "launch", "local", "--trainer.max_steps=10")
+    assert status == 0 and "nothing to launch" in out
+
+    job = manifest_of(run_root)["runs"][0]["job_id"]
+    recorder.states[job] = "failed"
+    status, _, err = run_cli(study, "launch", "local", "--trainer.max_steps=10")
+    assert status == 2
+    assert "was launched at aaaaaaaaaaaa" in err and "--project=" in err
+    assert len(recorder.submitted) == 1
