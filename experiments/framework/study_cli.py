@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import traceback
@@ -558,8 +559,10 @@ def _updated_manifest(
     }
 
 
-PLAN_START = "<!-- study runs: filled by `launch`; do not edit between these lines -->"
-PLAN_END = "<!-- end of study runs -->"
+PLAN_START = "<!-- study runs of {project}: filled by `launch`; do not edit between these lines -->"
+PLAN_END = "<!-- end of study runs of {project} -->"
+"""One block per launch of the study (its project): a relaunch replaces its own block, a
+launch into another project (another cluster, another day) adds one after the others."""
 
 
 def fill_plan(workspace: Path, study: Study, manifest: dict[str, Any], path: Path) -> Path | None:
@@ -574,8 +577,9 @@ def fill_plan(workspace: Path, study: Study, manifest: dict[str, Any], path: Pat
         f"| {run['job_id']} | {str(run.get('commit', ''))[:12]} |"
         for run in manifest["runs"]
     )
+    start, end = (marker.format(project=manifest["project"]) for marker in (PLAN_START, PLAN_END))
     block = (
-        f"{PLAN_START}\n"
+        f"{start}\n"
         f"Study `{study.name}` on `{manifest['cluster']}`: W&B project `{manifest['project']}`, "
         f"group `{study.name}` (job type = variant), commit `{manifest['commit']}`, image "
         f"`{manifest['image']}`.\nManifest: `{shown}`.\n\n"
@@ -583,11 +587,14 @@ def fill_plan(workspace: Path, study: Study, manifest: dict[str, Any], path: Pat
         f"{rows}\n\n"
         f"Follow: `./tools/bazel run //experiments/studies:{study.name} -- status "
         f"{manifest['cluster']}`; compare: `... -- compare {manifest['cluster']}`.\n"
-        f"{PLAN_END}"
+        f"{end}"
     )
-    if PLAN_START in text and PLAN_END in text:
-        head, rest = text.split(PLAN_START, 1)
-        text = head + block + rest.split(PLAN_END, 1)[1]
+    last_end = re.search(r"<!-- end of study runs of [^>]* -->(?![\s\S]*<!-- end of study)", text)
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    elif last_end is not None:
+        text = text[: last_end.end()] + "\n\n" + block + text[last_end.end() :]
     elif "\n## Runs\n" in text:
         head, rest = text.split("\n## Runs\n", 1)
         tail = rest[rest.index("\n## ") :] if "\n## " in rest else "\n"

@@ -316,9 +316,17 @@ def test_the_plan_document_gets_the_runs_in_its_runs_section(tmp_path: Path) -> 
     for _ in range(2):  # a second launch replaces the block, it does not add another
         study_cli.fill_plan(tmp_path, study, manifest, Path("/x/study.json"))
     text = plan.read_text()
-    assert text.count(study_cli.PLAN_START) == 1
+    assert text.count("<!-- study runs of 2026_12_03_tiny_study:") == 1
     assert "| base_s0 | base | 0 | - | j1 | aaaaaaaaaaaa |" in text
     assert "to be filled" not in text
+    assert text.endswith("## Notes\nkeep me\n")
+
+    # A launch into another project adds its block after the first, which stays.
+    other = dict(manifest, project="2026_12_04_tiny_study", cluster="slurm")
+    other["runs"] = [dict(manifest["runs"][0], job_id="77_0")]
+    study_cli.fill_plan(tmp_path, study, other, Path("/x/study.json"))
+    text = plan.read_text()
+    assert text.index("| j1 |") < text.index("| 77_0 |") < text.index("## Notes")
     assert text.endswith("## Notes\nkeep me\n")
 
 
