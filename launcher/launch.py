@@ -99,14 +99,15 @@ class RunRequest:
             //experiments:<experiment>).
         run_name: the W&B run and run folder name (must contain the experiment's name).
         overrides: the job's command-line overrides (`--key=value`).
-        config: the resolved config as plain data, kept in the job folder (config.json).
+        config: the resolved config as plain data, kept in the job folder (config.json);
+            None for a resubmission, which has only its run folder's records.
     """
 
     experiment: str
     label: str
     run_name: str
     overrides: list[str]
-    config: Mapping[str, Any]
+    config: Mapping[str, Any] | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,7 +279,7 @@ def launch_runs(
         "TERRA_LAB_CLUSTER": cluster,
     }
     jobs = [
-        _job_spec(run, cluster, cluster_config, resources, pushed.reference, env, wandb_project)
+        job_spec(run, cluster, cluster_config, resources, pushed.reference, env, wandb_project)
         for run in runs
     ]
     backend = make_backend(cluster_config)
@@ -359,7 +360,7 @@ def _group_static_problems(
     return list(dict.fromkeys(problems))
 
 
-def _job_spec(
+def job_spec(
     run: RunRequest,
     cluster: str,
     cluster_config: clusters.ClusterConfig,
@@ -393,7 +394,8 @@ def _job_spec(
         image_cache=cluster_config.image_cache,
         job_cache=cluster_config.job_cache,
     )
-    (job_dir / "config.json").write_text(json.dumps(run.config, indent=2, default=str))
+    if run.config is not None:
+        (job_dir / "config.json").write_text(json.dumps(run.config, indent=2, default=str))
     return job
 
 

@@ -22,9 +22,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from launcher import clusters
-from launcher.backends.backend import Backend, JobSpec, JobState
+from launcher.backends.backend import Backend, JobState
 from launcher.cli import command
-from launcher.launch import LaunchFailed, ensure_services, make_backend, new_job_dir
+from launcher.launch import (
+    LaunchFailed,
+    RunRequest,
+    ensure_services,
+    job_spec,
+    make_backend,
+)
 from launcher.registry import client as registry_client
 from launcher.settings import LaunchSettings
 from launcher.workspace import workspace_root
@@ -140,33 +146,14 @@ def resubmit_image(
         ) from error
     _check_image_in_registry(reference, cluster_config.registry.url)
 
-    run_dir = cluster_config.run_root / wandb_project / run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    job = JobSpec(
-        name=run_name,
-        image=reference,
-        registry_url=cluster_config.registry.url,
-        args=(experiment, run_name, cluster, *overrides),
-        env={
-            "TERRA_LAB_IMAGE": str(reference),
-            "TERRA_LAB_COMMIT": commit,
-            "TERRA_LAB_CLUSTER": cluster,
-        },
-        secrets=cluster_config.secrets,
-        run_root=cluster_config.run_root,
-        run_dir=run_dir,
-        data_root=cluster_config.data_root,
-        job_dir=new_job_dir(cluster_config.run_root, wandb_project, run_name),
-        num_nodes=resources.num_nodes,
-        procs_per_node=resources.procs_per_node,
-        gpus_per_node=resources.gpus_per_node,
-        partitions=resources.partitions,
-        priority_args=resources.priority_args,
-        requeue=resources.requeue,
-        runtime=cluster_config.runtime,
-        image_cache=cluster_config.image_cache,
-        job_cache=cluster_config.job_cache,
-    )
+    run = RunRequest(experiment, "", run_name, list(overrides), config=None)
+    env = {
+        "TERRA_LAB_IMAGE": str(reference),
+        "TERRA_LAB_COMMIT": commit,
+        "TERRA_LAB_CLUSTER": cluster,
+    }
+    job = job_spec(run, cluster, cluster_config, resources, reference, env, wandb_project)
+    run_dir = job.run_dir
     backend = make_backend(cluster_config)
     try:
         job_id = backend.submit(job)
