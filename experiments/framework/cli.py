@@ -103,8 +103,28 @@ def run(
     for warning in invocation.warnings:
         print(f"warning: {warning}", file=stderr)
     handler = getattr(subcommands, invocation.subcommand)
+    return report_failures(
+        lambda: handler(invocation, stdout, stderr), stderr, f"{invocation.subcommand} failed"
+    )
+
+
+def report_failures(
+    action: Callable[[], int],
+    stderr: TextIO,
+    failed: str,
+    usage_errors: tuple[type[BaseException], ...] = (),
+) -> int:
+    """Run `action`; its exit status, or a failure as one line and the status that goes with it.
+
+    usage_errors (exit 2, one line) and CommandError (its own status) are expected; an
+    interrupt is 130; anything else is a crash: `error: <failed>: <type>: <message>`, exit 1.
+    TERRA_LAB_DEBUG=1 shows the traceback. The experiment and study command lines share it.
+    """
     try:
-        return handler(invocation, stdout, stderr)
+        return action()
+    except usage_errors as error:
+        print(f"error: {one_line(error, limit=900)}", file=stderr)
+        return 2
     except CommandError as error:
         if debugging():
             traceback.print_exc(file=stderr)
@@ -117,8 +137,8 @@ def run(
         if debugging():
             raise
         print(
-            f"error: {invocation.subcommand} failed: {type(error).__name__}: "
-            f"{one_line(error)} (TERRA_LAB_DEBUG=1 shows the traceback)",
+            f"error: {failed}: {type(error).__name__}: {one_line(error)} (TERRA_LAB_DEBUG=1 "
+            "shows the traceback)",
             file=stderr,
         )
         return 1

@@ -37,7 +37,6 @@ import os
 import re
 import subprocess
 import sys
-import traceback
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -737,50 +736,37 @@ def run(
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(__doc__, file=stdout)
         return 0 if argv else 2
-    try:
-        invocation = parse(study, argv)
-        known = sorted({clusters.LOCAL, *clusters.launcher_cluster_names()})
-        if invocation.cluster not in known:
-            raise StudyError(
-                f"unknown cluster {invocation.cluster!r}; known clusters: {', '.join(known)} "
-                "(launcher/clusters.yaml)"
-            )
-        if invocation.subcommand == "dry_run":
-            return dry_run(invocation, stdout)
-        if invocation.subcommand == "launch":
-            return launch(invocation, stdout, stderr)
-        if invocation.subcommand == "status":
-            return status(invocation, stdout)
-        if invocation.subcommand == "compare":
-            return compare(invocation, stdout, stderr)
-        return reproduce(invocation, stdout, stderr)
-    except (
-        StudyError,
-        resolution.UsageError,
-        ov.OverrideError,
-        naming.NamingError,
-        clusters.UnknownClusterError,
-    ) as error:
-        print(f"error: {cli.one_line(error, limit=900)}", file=stderr)
-        return 2
-    except CommandError as error:
-        if cli.debugging():
-            traceback.print_exc(file=stderr)
-        print(f"error: {cli.one_line(error, limit=900)}", file=stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001 - the one place that turns crashes into a line
-        if cli.debugging():
-            raise
-        print(
-            f"error: {type(error).__name__}: {cli.one_line(error, limit=900)} "
-            "(TERRA_LAB_DEBUG=1 shows the "
-            "traceback)",
-            file=stderr,
+    return cli.report_failures(
+        lambda: _run(study, argv, stdout, stderr),
+        stderr,
+        f"study {study.name} {argv[0]} failed",
+        usage_errors=(
+            StudyError,
+            resolution.UsageError,
+            ov.OverrideError,
+            naming.NamingError,
+            clusters.UnknownClusterError,
+        ),
+    )
+
+
+def _run(study: Study, argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> int:
+    invocation = parse(study, argv)
+    known = sorted({clusters.LOCAL, *clusters.launcher_cluster_names()})
+    if invocation.cluster not in known:
+        raise StudyError(
+            f"unknown cluster {invocation.cluster!r}; known clusters: {', '.join(known)} "
+            "(launcher/clusters.yaml)"
         )
-        return 1
+    if invocation.subcommand == "dry_run":
+        return dry_run(invocation, stdout)
+    if invocation.subcommand == "launch":
+        return launch(invocation, stdout, stderr)
+    if invocation.subcommand == "status":
+        return status(invocation, stdout)
+    if invocation.subcommand == "compare":
+        return compare(invocation, stdout, stderr)
+    return reproduce(invocation, stdout, stderr)
 
 
 def main(study: Study, argv: Sequence[str] | None = None) -> NoReturn:
