@@ -378,7 +378,11 @@ class SlurmBackend(Backend):
 
     def _scontrol_fields(self, job_id: str) -> dict[str, str] | None:
         result = self._run("scontrol", "show", "job", "-o", job_id, check=False)
-        if result.returncode != 0 and "invalid job id" not in result.stderr.lower():
+        said = (result.stdout + result.stderr).lower()
+        # Forgotten: "Invalid job id specified" (stderr) for a job, "Job 9_0 not found"
+        # (stdout) for an array task while Slurm still holds others of its array.
+        forgotten = "invalid job id" in said or f"job {job_id.lower()} not found" in said
+        if result.returncode != 0 and not forgotten:
             # Not "Slurm forgot this job" but "Slurm does not answer": saying UNKNOWN here
             # would read as a lost job while the controller is only down.
             raise SlurmError(

@@ -129,7 +129,19 @@ def _runs(tmp_path: Path, count: int = 2) -> list[JobSpec]:
     return jobs
 
 
-def _fake_slurm(tmp_path: Path, monkeypatch, scontrol_job: str = "", jobcomp: str = "") -> Path:
+FORGOTTEN_JOB = "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1"
+# Slurm 22 about an array task it no longer holds while it still holds others of the array:
+# on stdout, exit 1 (the dev cluster printed this for 9_0 once 9_10 and 9_11 had ended).
+FORGOTTEN_TASK = 'echo "Job $4 not found"; exit 1'
+
+
+def _fake_slurm(
+    tmp_path: Path,
+    monkeypatch,
+    scontrol_job: str = "",
+    jobcomp: str = "",
+    forgotten: str = FORGOTTEN_JOB,
+) -> Path:
     """sbatch, scontrol, sacct, sinfo and srun stand-ins on PATH; each call is logged.
 
     sbatch answers array id 12; `scontrol show job` prints `scontrol_job` (none: Slurm has
@@ -140,11 +152,7 @@ def _fake_slurm(tmp_path: Path, monkeypatch, scontrol_job: str = "", jobcomp: st
     bin_dir.mkdir()
     log = tmp_path / "slurm-calls.log"
     (tmp_path / "jobcomp.txt").write_text(jobcomp)
-    show_job = (
-        f"echo '{scontrol_job}'"
-        if scontrol_job
-        else "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1"
-    )
+    show_job = f"echo '{scontrol_job}'" if scontrol_job else forgotten
     scripts = {
         "sbatch": 'echo "12;dev"',
         "sinfo": "echo 'debug up idle 1'",
@@ -274,8 +282,9 @@ def test_a_preempted_task_reads_preempted_while_slurm_will_run_it_again(
     assert "scontrol show job -o 12_1" in calls.read_text()
 
 
+@pytest.mark.parametrize("forgotten", [FORGOTTEN_JOB, FORGOTTEN_TASK])
 def test_a_forgotten_task_is_found_in_the_completion_log_by_its_array_and_index(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, forgotten
 ):
     jobcomp = (
         "JobId=14 UserId=u(1) Name=study_x JobState=FAILED EligibleTime=x "
@@ -285,7 +294,7 @@ def test_a_forgotten_task_is_found_in_the_completion_log_by_its_array_and_index(
         "JobId=15 UserId=u(1) Name=nano_a JobState=CANCELLED EligibleTime=x "
         "DerivedExitCode=0:0 ExitCode=0:0 \n"
     )
-    _fake_slurm(tmp_path, monkeypatch, jobcomp=jobcomp)
+    _fake_slurm(tmp_path, monkeypatch, jobcomp=jobcomp, forgotten=forgotten)
     backend = SlurmBackend(None, tmp_path / "index")
     assert backend.status("12_0").state is JobState.FAILED
     assert backend.status("12_1").state is JobState.COMPLETED
