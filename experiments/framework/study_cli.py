@@ -410,6 +410,27 @@ def launch(invocation: StudyInvocation, stdout: TextIO, stderr: TextIO) -> int:
     runs = resolve_runs(invocation, project, "launch")
     refuse_unequal_hyperparameters(study, runs)
     path = study_manifest.manifest_path(run_root(invocation.cluster), project, study.name)
+    try:
+        with study_manifest.launch_lock(path):
+            return _launch_locked(
+                invocation, stdout, stderr, workspace, commit, project, runs, path
+            )
+    except study_manifest.LaunchInProgress as error:
+        raise CommandError(str(error), exit_code=2) from error
+
+
+def _launch_locked(
+    invocation: StudyInvocation,
+    stdout: TextIO,
+    stderr: TextIO,
+    workspace: Path,
+    commit: str,
+    project: str,
+    runs: Sequence[ResolvedRun],
+    path: Path,
+) -> int:
+    """`launch` once it holds the study's launch lock: read, submit, record."""
+    study = invocation.study
     manifest = _read_manifest(path)
     todo, states = runs_to_submit(invocation, runs, manifest)
     if not todo:

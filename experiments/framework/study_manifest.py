@@ -11,10 +11,12 @@ run folder, job id, overrides, the commit and image it was submitted with, and w
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,10 @@ STUDIES_FOLDER = "_studies"
 
 class ManifestError(ValueError):
     """A study.json that cannot be read; the message names the file and the fix."""
+
+
+class LaunchInProgress(ValueError):
+    """Another `launch` of the same study into the same project holds its lock."""
 
 
 def manifest_path(run_root: Path, project: str, study: str) -> Path:
@@ -82,3 +88,25 @@ def newest(run_root: Path, study: str) -> Path | None:
 
 def runs_by_name(manifest: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
     return {run["name"]: run for run in (manifest or {}).get("runs", [])}
+
+
+@contextlib.contextmanager
+def launch_lock(path: Path) -> Iterator[None]:
+    """Hold the study's launch lock (a flock next to `path`) for the `with` block.
+
+    Two launches of one study at once would both read "nothing submitted yet" and submit
+    every run twice; the second is refused instead. The kernel drops the lock when its holder
+    exits, however it exits.
+    """
+    lock = Path(path).with_name(".launch.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LaunchInProgress(
+                f"another launch of this study into {Path(path).parents[2].name} is running "
+                f"(it holds {lock}); wait for it to end, then launch again: it submits only "
+                "what is missing"
+            ) from None
+        yield

@@ -390,3 +390,16 @@ def test_a_relaunch_at_other_code_submits_nothing_it_would_mix_but_passes_a_fini
     assert status == 2
     assert "was launched at aaaaaaaaaaaa" in err and "--project=" in err
     assert len(recorder.submitted) == 1
+
+
+def test_a_second_launch_while_one_runs_is_refused_and_submits_nothing(
+    run_root: Path, recorder: RecordingLauncher
+) -> None:
+    project = make_study().dated_project()
+    path = study_manifest.manifest_path(run_root, project, "tiny_study")
+    with study_manifest.launch_lock(path):
+        status, _, err = run_cli(make_study(), "launch", "local", "--trainer.max_steps=10")
+    assert status == 2
+    assert "another launch of this study" in err and "submits only what is missing" in err
+    assert recorder.submitted == []
+    assert run_cli(make_study(), "launch", "local", "--trainer.max_steps=10")[0] == 0
