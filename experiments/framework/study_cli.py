@@ -70,6 +70,19 @@ from models.names import names
 from models.train.callbacks.metrics_logger import read_metrics
 
 SUBCOMMANDS = ("dry_run", "launch", "status", "compare", "reproduce")
+_SEEDS = "every run's seed comes from the study's `seeds` (edit the study file)"
+_WANDB = "the study sets it for every run (--project=YYYY_MM_DD_name picks the project)"
+STUDY_OWNED = {
+    "--seed": _SEEDS,
+    "--trainer.seed": _SEEDS,
+    "--trainer.callbacks.wandb.project": _WANDB,
+    "--trainer.callbacks.wandb.group": _WANDB,
+    "--trainer.callbacks.wandb.job_type": _WANDB,
+    "--trainer.callbacks.wandb.notes": _WANDB,
+    "--trainer.run.project": _WANDB,
+    "--resume": "a relaunch continues the runs whose job failed by itself",
+}
+"""Overrides a study sets for each run itself; typed on its command line they are refused."""
 STUDY_OPTIONS = ("--project", "--min-effect", "--where")
 USAGE = (
     "usage: <study> {dry_run,launch,status,compare} CLUSTER [--project=...] [--key=value ...]\n"
@@ -137,6 +150,10 @@ def parse(study: Study, argv: Sequence[str]) -> StudyInvocation:
             raise StudyError(f"reproduce takes the name of one run of the study\n{USAGE}")
     elif positional:
         raise StudyError(f"unexpected argument {positional[0]!r}\n{USAGE}")
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if key in STUDY_OWNED:
+            raise StudyError(f"{key} is not an override of a study: {STUDY_OWNED[key]}")
     if overrides and subcommand not in ("dry_run", "launch"):
         raise StudyError(
             f"{overrides[0]} is an override; {subcommand} takes none (runs keep what they were "
@@ -198,9 +215,9 @@ def manifest_for(invocation: StudyInvocation) -> tuple[Path, dict[str, Any]]:
     if "project" in invocation.options:
         path = study_manifest.manifest_path(root, invocation.options["project"], study.name)
     else:
-        path = study_manifest.newest(root, study.name) or study_manifest.manifest_path(
-            root, study.dated_project(), study.name
-        )
+        path = study_manifest.newest(
+            root, study.name, invocation.cluster
+        ) or study_manifest.manifest_path(root, study.dated_project(), study.name)
     manifest = _read_manifest(path)
     if manifest is None:
         raise CommandError(
@@ -355,7 +372,9 @@ def launch_project(invocation: StudyInvocation, workspace: Path, commit: str) ->
     """--project, else the newest launch of this study at the same code, else today's."""
     if "project" in invocation.options:
         return invocation.options["project"]
-    newest = study_manifest.newest(run_root(invocation.cluster), invocation.study.name)
+    newest = study_manifest.newest(
+        run_root(invocation.cluster), invocation.study.name, invocation.cluster
+    )
     if newest is not None:
         manifest = _read_manifest(newest) or {}
         if same_code(workspace, str(manifest.get("commit", "")), commit):

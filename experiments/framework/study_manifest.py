@@ -74,15 +74,18 @@ def write(path: Path, manifest: Mapping[str, Any]) -> Path:
     return path
 
 
-def newest(run_root: Path, study: str) -> Path | None:
-    """The most recently launched manifest of `study` under `run_root` (any project)."""
+def newest(run_root: Path, study: str, cluster: str | None = None) -> Path | None:
+    """The most recently launched manifest of `study` under `run_root` (any project), of
+    `cluster` when given (clusters may share a run root, as local and the dev Slurm do)."""
     found = []
     for path in Path(run_root).glob(f"*/{STUDIES_FOLDER}/{study}/{FILE_NAME}"):
         try:
-            launched = str((read(path) or {}).get("launched", ""))
+            manifest = read(path) or {}
         except ManifestError:
-            launched = ""
-        found.append((launched, path.stat().st_mtime, path))
+            manifest = {}
+        if cluster is not None and manifest.get("cluster") not in (cluster, None):
+            continue
+        found.append((str(manifest.get("launched", "")), path.stat().st_mtime, path))
     return max(found)[2] if found else None
 
 

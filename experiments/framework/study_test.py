@@ -350,6 +350,8 @@ def test_the_manifest_is_replaced_whole_never_half_written(tmp_path: Path) -> No
         (["reproduce", "local"], "name of one run"),
         (["dry_run", "nowhere"], "unknown cluster"),
         (["dry_run", "local", "--project=yesterday"], "YYYY_MM_DD"),
+        (["launch", "local", "--seed=4"], "study's `seeds`"),
+        (["launch", "local", "--trainer.callbacks.wandb.project=2026_01_01_x"], "--project="),
     ],
 )
 def test_a_wrong_command_line_is_one_line_and_exit_2(run_root: Path, argv, fragment) -> None:
@@ -403,3 +405,17 @@ def test_a_second_launch_while_one_runs_is_refused_and_submits_nothing(
     assert "another launch of this study" in err and "submits only what is missing" in err
     assert recorder.submitted == []
     assert run_cli(make_study(), "launch", "local", "--trainer.max_steps=10")[0] == 0
+
+
+def test_status_reads_the_newest_launch_on_its_own_cluster(
+    run_root: Path, recorder: RecordingLauncher
+) -> None:
+    study = make_study()
+    assert run_cli(study, "launch", "local", "--trainer.max_steps=10")[0] == 0
+    other = study_manifest.manifest_path(run_root, "2099_01_01_tiny_study", "tiny_study")
+    study_manifest.write(
+        other, {"format": 1, "cluster": "slurm", "launched": "2099", "runs": [], "study": "x"}
+    )
+    status, out, err = run_cli(study, "status", "local")
+    assert status == 0, err
+    assert study.dated_project() in out
