@@ -22,6 +22,7 @@ from experiments.framework.experiment_config import (
     ExperimentConfig,
     build_config,
 )
+from models.latent_mim import sizes
 from models.train.tiny_run import TINY_SIZE, TINY_TIMESTEPS, write_tiny_dataset
 
 __all__ = [
@@ -40,21 +41,7 @@ TINY_TOKEN_BUDGET = 64
 
 def tiny_model(model: Any) -> Any:
     """The same model config classes at tiny_run's TINY_SIZE (width 32, depth 1, 2 heads)."""
-    encoder = dataclasses.replace(
-        model.encoder,
-        width=TINY_SIZE.encoder_width,
-        depth=TINY_SIZE.encoder_depth,
-        num_heads=TINY_SIZE.encoder_heads,
-    )
-    decoder = dataclasses.replace(
-        model.decoder,
-        width=TINY_SIZE.decoder_width,
-        depth=TINY_SIZE.decoder_depth,
-        num_heads=TINY_SIZE.decoder_heads,
-        encoder_width=TINY_SIZE.encoder_width,
-        output_width=TINY_SIZE.encoder_width,
-    )
-    return dataclasses.replace(model, encoder=encoder, decoder=decoder)
+    return sizes.resized(model, TINY_SIZE)
 
 
 def tiny_evaluator(h5_dir: str | Path, patch_size: int = 4, timesteps: int | None = None) -> Any:

@@ -81,16 +81,17 @@ def get_size(name: str) -> ModelSize:
         ) from None
 
 
-def resized(model: Any, size_name: str) -> Any:
+def resized(model: Any, size_name: str | ModelSize) -> Any:
     """`model` (a LatentMIMConfig with any encoder and decoder config classes) at the size
-    called `size_name`: the encoder's and decoder's widths, depths, heads and mlp ratio, and
-    the decoder's encoder_width and output_width (the target tokens' width), are the size's;
-    every other field and every config class (a variant's subclass) is kept.
+    called `size_name`, or at that ModelSize itself (e.g. tiny_run's TINY_SIZE): the encoder's
+    and decoder's widths, depths, heads and mlp ratio, and the decoder's encoder_width and
+    output_width (the target tokens' width), are the size's; every other field and every
+    config class (a variant's subclass) is kept.
 
     Raises:
         ValueError: an unknown size name (the message lists the valid ones).
     """
-    size = get_size(size_name)
+    size = size_name if isinstance(size_name, ModelSize) else get_size(size_name)
     encoder = dataclasses.replace(
         model.encoder,
         width=size.encoder_width,
