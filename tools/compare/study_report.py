@@ -47,6 +47,7 @@ LOSS_LABEL = "final loss"
 CONFIDENCE = 0.95
 DIGITS = 4  # the run comparison's tables show 4 decimals too (report._fmt)
 MISSING = "missing"
+SUMMARY_CLOSEST = 5  # comparisons the plain-words summary names; the table has all
 
 
 class StudyError(ValueError):
@@ -647,14 +648,19 @@ def summary(study: Study, points: Sequence[GridComparison]) -> list[str]:
                 f"{where}no variant differs from {study.baseline} beyond noise on any metric."
             )
         if unclear:
+            # The closest calls first: the comparisons a few more seeds could settle. A study
+            # of 3 variants x 10 metrics has 30; the table lists every one.
+            closest = sorted(unclear, key=lambda row: row.seeds_for_80 or math.inf)
             needs = [
                 f"{row.variant} on {metric_label(row.metric)} ({_seeds(row)} seeds for a delta "
                 f"of {row.target_effect:.{DIGITS}f})"
-                for row in unclear
+                for row in closest[:SUMMARY_CLOSEST]
             ]
+            rest = len(unclear) - len(needs)
             sentences.append(
                 f"No detectable difference for {len(unclear)} of {len(point.comparisons)} "
-                f"comparisons; seeds needed for 80% power: {'; '.join(needs)}."
+                f"comparisons; the fewest seeds needed for 80% power: {'; '.join(needs)}"
+                + (f"; the other {rest} need more (the table has each)." if rest else ".")
             )
         paragraphs.append(_capitalized(sentences))
     sentences = []

@@ -1,5 +1,6 @@
 """The study report: manifest and run folders in, intervals, paired deltas and verdicts out."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -214,3 +215,19 @@ def test_a_study_whose_baseline_has_no_finished_run_still_reports_what_it_has(
     assert "9 runs, 6 with metrics, 3 missing" in markdown
     assert "No variant could be compared with base." in markdown
     assert "No comparison could run." in markdown
+
+
+def test_the_words_name_the_closest_calls_and_leave_the_rest_to_the_table(tmp_path: Path) -> None:
+    study = study_report.load_study(_study(tmp_path))
+    point = study_report.compare_grid_point(study, "")
+    unclear = [r for r in point.comparisons if r.verdict == stats.NO_DETECTABLE_DIFFERENCE]
+    assert len(unclear) == 4  # SAME on 3 metrics, BETTER on miou
+    words = " ".join(study_report.summary(study, [point]))
+    assert "the fewest seeds needed for 80% power" in words
+    assert "the other" not in words  # 4 fit in the summary's five
+
+    # 12 unclear calls, as a study of several variants and many metrics has.
+    many = dataclasses.replace(point, comparisons=point.comparisons * 3)
+    words = " ".join(study_report.summary(study, [many]))
+    assert words.count(" seeds for a delta of ") == study_report.SUMMARY_CLOSEST
+    assert "the other 7 need more (the table has each)" in words
