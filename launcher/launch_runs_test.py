@@ -16,7 +16,6 @@ from launcher.backends.backend import Backend, JobSpec, JobState, JobStatus
 from launcher.registry.client import ImageReference
 from launcher.settings import LaunchSettings
 
-CLUSTERS = Path(__file__).with_name("clusters.yaml").read_text()
 PROJECT = "2026_01_01_launch_runs_unit"
 DIGEST = "sha256:" + "ef" * 32
 
@@ -66,13 +65,7 @@ class _World:
 
 @pytest.fixture
 def world(tmp_path, monkeypatch):
-    files = {
-        ".gitignore": "runs/\n",
-        "launcher/clusters.yaml": CLUSTERS,
-        "experiments/nano.py": "print('nano')\n",
-    }
-    source = testing.make_repo(tmp_path / "source", files)
-    work = testing.clone_with_remote(source, tmp_path / "origin.git", tmp_path / "work")
+    work = testing.pushed_launch_workspace(tmp_path)
     steps: list[str] = []
     scheduler = _Scheduler(steps)
 

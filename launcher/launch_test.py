@@ -1,25 +1,16 @@
 """launch_experiment's refusals, in process: every problem is reported before any side effect."""
 
-from pathlib import Path
-
 import pytest
 
 from launcher import launch, testing
 from launcher.settings import LaunchSettings
 
-CLUSTERS = Path(__file__).with_name("clusters.yaml").read_text()
 PROJECT = "2026_01_01_launch_unit"
 
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
-    files = {
-        ".gitignore": "runs/\n",
-        "launcher/clusters.yaml": CLUSTERS,
-        "experiments/nano.py": "print('nano')\n",
-    }
-    source = testing.make_repo(tmp_path / "source", files)
-    work = testing.clone_with_remote(source, tmp_path / "origin.git", tmp_path / "work")
+    work = testing.pushed_launch_workspace(tmp_path)
 
     def no_side_effects(*args, **kwargs):
         raise AssertionError("a refused launch must not start, build, push or submit anything")

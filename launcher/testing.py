@@ -98,6 +98,18 @@ def clone_with_remote(source: Path, bare: Path, work: Path) -> Path:
     return clone(bare, work)
 
 
+def pushed_launch_workspace(root: Path) -> Path:
+    """The smallest checkout a launch accepts, pushed: this tree's launcher/clusters.yaml and
+    an experiments/nano.py; the launch unit tests replace what would build or submit."""
+    files = {
+        ".gitignore": "runs/\n",
+        "launcher/clusters.yaml": (Path(__file__).parent / "clusters.yaml").read_text(),
+        "experiments/nano.py": "print('nano')\n",
+    }
+    source = make_repo(root / "source", files)
+    return clone_with_remote(source, root / "origin.git", root / "work")
+
+
 def make_wheel(directory: Path, name: str = "tinypkg", version: str = "1.0") -> Path:
     """A minimal pure-Python wheel with a module and a console script."""
     directory.mkdir(parents=True, exist_ok=True)
