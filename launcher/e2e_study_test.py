@@ -13,8 +13,6 @@ The runs' W&B offline logs carry the study as group and the variant as job type.
 
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -51,14 +49,10 @@ def workspace(env):
             testing.shutdown_bazel(work, env)
 
 
-def study(workspace: Path, env, *args: str, timeout_s: float = 2700):
-    return subprocess.run(
-        [sys.executable, f"experiments/studies/{STUDY}.py", *args],
-        cwd=workspace,
-        env=dict(env, BUILD_WORKSPACE_DIRECTORY=str(workspace), PYTHONPATH=str(workspace)),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
+def study(workspace: Path, env, *args: str):
+    """The study's command line, as `bazel run //experiments/studies:<study> --` runs it."""
+    return testing.run_program(
+        workspace, f"experiments/studies/{STUDY}.py", list(args), env, timeout_s=2700
     )
 
 

@@ -297,10 +297,18 @@ def run_experiment(
     workspace: Path, experiment: str, args: list[str], env: dict[str, str], timeout_s: float = 900
 ) -> subprocess.CompletedProcess[str]:
     """`<experiment> <args>` the way `bazel run //experiments:<experiment> --` runs it."""
+    return run_program(workspace, f"experiments/{experiment}.py", args, env, timeout_s)
+
+
+def run_program(
+    workspace: Path, program: str, args: list[str], env: dict[str, str], timeout_s: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """The Python program `program` (a path in `workspace`, e.g. an experiment or a study)
+    with `args`, the way `bazel run` runs its binary from that checkout."""
     import sys
 
     return subprocess.run(
-        [sys.executable, f"experiments/{experiment}.py", *args],
+        [sys.executable, program, *args],
         cwd=workspace,
         env=dict(env, BUILD_WORKSPACE_DIRECTORY=str(workspace), PYTHONPATH=str(workspace)),
         capture_output=True,
