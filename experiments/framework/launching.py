@@ -40,6 +40,16 @@ def current_branch() -> str | None:
     return (branch or "").strip() or None
 
 
+def check_run_identity(invocation: Invocation, commit: str) -> None:
+    """Refuse now what the job would refuse when it claims its run folder (identity.py): a
+    name taken by another setup, or by this one without --resume."""
+    run = invocation.config.trainer.run
+    fingerprint = identity.Fingerprint.of(
+        invocation.experiment, commit, invocation.config.as_dict()
+    )
+    identity.check(run.build().path, fingerprint, invocation.resume, None, identity.run_label(run))
+
+
 def launch_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
     warning = naming.branch_name_warning(current_branch())
     if warning:
@@ -52,9 +62,7 @@ def launch_command(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> in
         raise CommandError(str(error), exit_code=2) from error
     # The job will claim its run folder (identity.py); refuse now what it would refuse then,
     # before minutes of tests and an image push. The same job's requeues pass there.
-    run = config.trainer.run
-    fingerprint = identity.Fingerprint.of(invocation.experiment, commit, config.as_dict())
-    identity.check(run.build().path, fingerprint, invocation.resume, None, identity.run_label(run))
+    check_run_identity(invocation, commit)
     try:
         result = launcher.launch_experiment(
             experiment=invocation.experiment,

@@ -472,24 +472,16 @@ def _launch_locked(
         )
     requests = []
     for run in todo:
-        resume = run.planned.name in states  # a failed job: continue its run folder
-        config = run.config
-        fingerprint = identity.Fingerprint.of(run.planned.experiment, commit, config.as_dict())
-        identity.check(
-            config.trainer.run.build().path,
-            fingerprint,
-            resume,
-            None,
-            identity.run_label(config.trainer.run),
-        )
-        run.invocation.resume = resume
+        # A run whose job failed continues its run folder.
+        run.invocation.resume = run.planned.name in states
+        launching.check_run_identity(run.invocation, commit)
         requests.append(
             launcher.RunRequest(
                 experiment=run.planned.experiment,
                 label=f"//experiments:{run.planned.experiment}",
                 run_name=run.planned.name,
                 overrides=launching.job_overrides(run.invocation),
-                config=config.as_dict(),
+                config=run.config.as_dict(),
             )
         )
     print(
