@@ -50,6 +50,7 @@ import yaml
 from experiments.framework import identity
 from experiments.framework.errors import CommandError
 from models.names import names
+from models.train.callbacks import metrics_logger
 
 WHERE = ("auto", "image", "here")
 
@@ -243,20 +244,12 @@ def is_timing_key(key: str) -> bool:
 
 
 def read_metrics(path: Path) -> dict[int, dict[str, Any]]:
-    """metrics.jsonl by step (a torn last line, from a crash, is skipped)."""
-    by_step: dict[int, dict[str, Any]] = {}
-    try:
-        lines = Path(path).read_text().splitlines()
-    except FileNotFoundError:
-        return by_step
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and "step" in record:
-            by_step[int(record["step"])] = record
-    return by_step
+    """metrics.jsonl by step (metrics_logger.read_metrics: a torn last line is skipped)."""
+    return {
+        int(record["step"]): record
+        for record in metrics_logger.read_metrics(Path(path))
+        if isinstance(record, dict) and "step" in record
+    }
 
 
 def _same(a: Any, b: Any) -> bool:
