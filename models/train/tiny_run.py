@@ -42,6 +42,7 @@ from models.train.callbacks.defaults import default_callbacks
 from models.train.callbacks.progress import ProgressConfig
 from models.train.callbacks.wandb_logger import WandbConfig
 from models.train.optim import AdamWConfig, CosineWithWarmupConfig
+from models.train.parallel import PARALLELISM_CHOICES
 from models.train.run_dir import RunDirConfig
 from models.train.train_module import TrainModuleConfig
 from models.train.trainer import Duration, Trainer, TrainerConfig
@@ -77,6 +78,8 @@ def tiny_config(
     wandb: bool = False,
     num_workers: int = 0,
     drop_path: float = 0.0,
+    parallelism: str = "ddp",
+    shard_degree: int | None = None,
 ) -> pretrain.PretrainConfig:
     """The tiny pretraining config (module docstring).
 
@@ -112,6 +115,8 @@ def tiny_config(
             optimizer=AdamWConfig(lr=lr),
             scheduler=CosineWithWarmupConfig(warmup_steps=warmup_steps),
             microbatch_size=microbatch_size,
+            parallelism=parallelism,
+            shard_degree=shard_degree,
         ),
         trainer=TrainerConfig(
             run=RunDirConfig(project="tiny", name=name, root=str(run_root)),
@@ -219,6 +224,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wandb", action="store_true", help="log to W&B (offline by default)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--drop-path", type=float, default=0.0, help="encoder drop path")
+    parser.add_argument(
+        "--parallelism",
+        default="ddp",
+        choices=PARALLELISM_CHOICES,
+        help="data parallelism under torchrun (train_module.parallelism)",
+    )
+    parser.add_argument("--shard-degree", type=int, default=None, help="ranks per hsdp shard group")
     return parser.parse_args(argv)
 
 
@@ -243,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_interval=args.log_interval,
         wandb=args.wandb,
         drop_path=args.drop_path,
+        parallelism=args.parallelism,
+        shard_degree=args.shard_degree,
     )
     callbacks = [StepDelay(args.step_delay)] if args.step_delay > 0 else []
     if args.merge_ranks:

@@ -16,12 +16,18 @@ The losses run outside autocast: the reference measured that a bf16 matmul insid
 autocast changed the loss values. `infonce` in the metrics is the weighted term that
 enters the loss, so `loss == patch_disc + infonce`.
 
-Data parallelism: the model is wrapped, together with its two-view forward, in one
-DistributedDataParallel module. DDP's reducer accepts one forward per backward, and a
-step has two model calls (view a and view b) per backward, so both run inside a single
-DDP forward. Gradients are averaged across ranks only on the last microbatch (`no_sync`
-on the others). Reported losses are the mean over ranks, so 2 ranks with microbatch m
-report what 1 rank reports for the same global batch split into microbatches of m.
+Data parallelism (`parallelism`): with "ddp" the model is wrapped, together with its
+two-view forward, in one DistributedDataParallel module. DDP's reducer accepts one forward
+per backward, and a step has two model calls (view a and view b) per backward, so both run
+inside a single DDP forward. Gradients are averaged across ranks only on the last
+microbatch (`no_sync` on the others). With "fsdp" / "hsdp" the model is sharded in place
+by FSDP2 (models/train/parallel.py: per transformer block, then the root), which accepts
+several forwards per backward, so the two views are two calls of the root; gradient sync
+is off on all but the last microbatch (`set_requires_gradient_sync`), the analogue of
+no_sync. Gradients are the same mean over ranks in all three, so losses and gradient norms
+agree (fsdp_test checks it). Reported losses are the mean over ranks, so 2 ranks with
+microbatch m report what 1 rank reports for the same global batch split into microbatches
+of m. A single process runs the bare model whatever the choice.
 
 A non-finite loss part or gradient norm stops training with `NonFiniteLossError` before
 the optimizer step, so the parameters stay those of the last good step and no checkpoint
@@ -37,6 +43,14 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from models.config.configurable import Configurable
@@ -47,7 +61,7 @@ from models.losses.patch_discrimination import (
 )
 from models.modalities import modalities
 from models.modalities.samples import MaskedSample, MaskValue
-from models.train import distributed
+from models.train import distributed, parallel
 from models.train.optim import AdamWConfig, CosineWithWarmupConfig
 
 AUTOCAST_CHOICES = ("auto", "bfloat16", "none")
@@ -99,6 +113,15 @@ class TrainModuleConfig(Configurable["TrainModule"]):
         autocast: "auto" = bf16 autocast on GPU and none on CPU; "bfloat16"; "none".
         find_unused_parameters: DDP option; needed when some parameters get no gradient
             in a step (e.g. the patch embedding of a modality absent from the batch).
+        parallelism: one of PARALLELISM_CHOICES. "ddp": full replicas, gradients
+            all-reduced (DistributedDataParallel). "fsdp": parameters, gradients and AdamW
+            state sharded over all ranks (FSDP2 fully_shard per transformer block, then the
+            whole model). "hsdp": sharded within groups of `shard_degree` ranks, replicated
+            across groups. Same losses and gradients in all three; with bf16 autocast on
+            GPU, fsdp/hsdp keep bf16 parameter copies for compute and reduce gradients in
+            fp32. One process runs the bare model whatever the choice.
+        shard_degree: ranks per HSDP shard group (hsdp only); None: the ranks of one node
+            (torchrun's LOCAL_WORLD_SIZE). Must divide the world size.
 
     The global batch (samples per optimizer step over all ranks) is the data loader's
     `global_batch_size`, its one field: `build` receives it. Files written before held a
@@ -118,6 +141,8 @@ class TrainModuleConfig(Configurable["TrainModule"]):
     max_grad_norm: float | None = 1.0
     autocast: str = "auto"
     find_unused_parameters: bool = True
+    parallelism: str = "ddp"
+    shard_degree: int | None = None
 
     def __post_init__(self) -> None:
         if self.microbatch_size < 1:
@@ -133,6 +158,22 @@ class TrainModuleConfig(Configurable["TrainModule"]):
                 f"TrainModuleConfig.autocast must be one of {AUTOCAST_CHOICES}, got "
                 f"{self.autocast!r}"
             )
+        if self.parallelism not in parallel.PARALLELISM_CHOICES:
+            raise ValueError(
+                f"TrainModuleConfig.parallelism must be one of {parallel.PARALLELISM_CHOICES}, "
+                f"got {self.parallelism!r}"
+            )
+        if self.shard_degree is not None:
+            if self.parallelism != "hsdp":
+                raise ValueError(
+                    f"TrainModuleConfig.shard_degree ({self.shard_degree}) applies only to "
+                    f"parallelism='hsdp', got parallelism={self.parallelism!r}; unset it or "
+                    "choose hsdp"
+                )
+            if self.shard_degree < 1:
+                raise ValueError(
+                    f"TrainModuleConfig.shard_degree must be >= 1 or None, got {self.shard_degree}"
+                )
 
     @classmethod
     def upgrade_retired_fields(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +210,9 @@ class TrainModuleConfig(Configurable["TrainModule"]):
         stepping on batches of `global_batch_size` samples over all ranks (the loader's)."""
         env = env or distributed.DistributedEnv()
         self.rank_batch_size(global_batch_size, env.world_size)
+        if self.parallelism == "hsdp" and env.is_distributed:
+            degree = self.shard_degree or parallel.default_shard_degree(env.world_size)
+            parallel.check_shard_degree(degree, env.world_size)
         return ContrastiveLatentMIMTrainModule(
             self, model, max_steps, device or torch.device("cpu"), env, global_batch_size
         )
@@ -233,15 +277,31 @@ class ContrastiveLatentMIMTrainModule:
         self.model = model.to(device)
         self.global_batch_size = global_batch_size
         self.rank_batch_size = config.rank_batch_size(global_batch_size, env.world_size)
+        self.autocast_dtype = config.autocast_dtype(device)
+        # Sharded in place before the optimizer is built: AdamW must hold the sharded
+        # parameters (its state is then sharded too).
+        self.sharded = config.parallelism in parallel.SHARDED_CHOICES and distributed.is_active()
+        if self.sharded:
+            mesh = parallel.build_mesh(
+                config.parallelism, env.world_size, device.type, config.shard_degree
+            )
+            parallel.apply_fsdp(
+                self.model,
+                mesh,
+                parallel.mixed_precision_policy(device, self.autocast_dtype),
+                # target_tokens reads the frozen target's patch embeddings (root
+                # parameters) outside `forward`: parallel.apply_fsdp says why it must be
+                # registered.
+                forward_methods=("target_tokens",),
+            )
         self.optimizer = config.optimizer.build(self.model)
         self.scheduler = config.scheduler.build(self.optimizer, max_steps)
         self.max_steps = max_steps
         self.patch_loss = config.patch_loss.build()
         self.contrastive = None if config.contrastive is None else config.contrastive.build()
-        self.autocast_dtype = config.autocast_dtype(device)
         self.tokens_seen = 0
         forward: nn.Module = _TwoViewForward(self.model)
-        if distributed.is_active():
+        if distributed.is_active() and not self.sharded:
             forward = DistributedDataParallel(
                 forward,
                 device_ids=[device.index] if device.type == "cuda" else None,
@@ -261,7 +321,19 @@ class ContrastiveLatentMIMTrainModule:
     def _sync_context(self, last: bool) -> contextlib.AbstractContextManager:
         if isinstance(self.forward, DistributedDataParallel) and not last:
             return self.forward.no_sync()
+        if self.sharded and not last:
+            return self._fsdp_no_sync()
         return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _fsdp_no_sync(self) -> Any:
+        """FSDP's no_sync: gradients accumulate unsharded and unreduced on each rank until a
+        backward with sync on (the last microbatch's) reduces the sum."""
+        self.model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            self.model.set_requires_gradient_sync(True)
 
     def _microbatch_losses(
         self, view_a: MaskedSample, view_b: MaskedSample, patch_size: int
@@ -348,23 +420,46 @@ class ContrastiveLatentMIMTrainModule:
         }
 
     def _clip_gradients(self) -> float:
-        """Global gradient norm before clipping (DDP has averaged the gradients)."""
+        """Global gradient norm before clipping (DDP has averaged the gradients; FSDP has
+        reduce-scattered the same mean, so the norm is the same)."""
         max_norm = self.config.max_grad_norm
         norm = torch.nn.utils.clip_grad_norm_(
             self._trainable, max_norm if max_norm is not None else math.inf, foreach=True
         )
+        if isinstance(norm, DTensor):
+            # Sharded gradients give a DTensor norm; full_tensor() is the norm over all
+            # shards, identical on every rank.
+            norm = norm.full_tensor()
         return float(norm)
 
     def state_dict(self) -> dict[str, Any]:
+        """Model, optimizer, schedule and token count. Collective under fsdp/hsdp: call on
+        every rank. The sharded model and optimizer are gathered into full tensors on rank
+        0's CPU (other ranks get empty dicts), keyed like the unsharded model's, so one
+        file of rank 0 holds them; the optimizer state is keyed by parameter name."""
+        if self.sharded:
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            model_state = get_model_state_dict(self.model, options=options)
+            optim_state = get_optimizer_state_dict(self.model, self.optimizer, options=options)
+        else:
+            model_state = self.model.state_dict()
+            optim_state = self.optimizer.state_dict()
         return {
-            "model": self.model.state_dict(),
-            "optim": self.optimizer.state_dict(),
+            "model": model_state,
+            "optim": optim_state,
             "scheduler": self.scheduler.state_dict(),
             "tokens_seen": self.tokens_seen,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optim"])
+        """Restores `state_dict()`'s output; under fsdp/hsdp every rank passes the full
+        state and keeps its own shards."""
+        if self.sharded:
+            options = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.model, state["model"], options=options)
+            set_optimizer_state_dict(self.model, self.optimizer, state["optim"], options=options)
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optim"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.tokens_seen = int(state["tokens_seen"])
