@@ -21,6 +21,9 @@ CLUSTERS_FILE = "launcher/clusters.yaml"
 BACKENDS = ("local", "slurm")
 RUNTIMES = ("auto", "docker", "bwrap")
 SERVICES = ("registry", "slurm", "docker")
+# Variables the launcher sets in every job (TERRA_LAB_IMAGE, TERRA_RUN_ROOT, ...): a cluster's
+# `env` may not set or shadow them.
+RESERVED_ENV_PREFIX = "TERRA_"
 
 
 class ClusterConfigError(ValueError):
@@ -51,6 +54,42 @@ def _expand(value: str, workspace: Path, where: str) -> str:
         )
 
     return re.sub(r"\$\{([^}]+)\}", replace, value)
+
+
+def _check_env_variable(variable: str, secrets: tuple[str, ...], where: str) -> None:
+    """A cluster `env` name must be a plain variable the launcher does not set itself."""
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", variable):
+        raise ClusterConfigError(f"{where}: {variable!r} is not a variable name")
+    if variable.startswith(RESERVED_ENV_PREFIX):
+        raise ClusterConfigError(
+            f"{where}: {variable} is set by the launcher ({RESERVED_ENV_PREFIX}* names the job's "
+            "image, commit, cluster and roots); choose another name"
+        )
+    if variable in secrets:
+        raise ClusterConfigError(
+            f"{where}: {variable} is also a secret; a secret's value must not be in this tracked "
+            "file, so keep it only under secrets"
+        )
+
+
+def _env_mapping(document: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """`env:` as (name, value) pairs; values are scalars (strings, numbers), never lists,
+    mappings, booleans (YAML's yes/no/on/off would silently become True/False) or null."""
+    if document is None:
+        return ()
+    if not isinstance(document, dict):
+        raise ClusterConfigError(
+            f"{where} must be a mapping of variable names to values, got {type(document).__name__}"
+        )
+    pairs = []
+    for variable, value in document.items():
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ClusterConfigError(
+                f"{where}.{variable} must be a string or a number, got {value!r}; quote it "
+                '(e.g. "1" or "off")'
+            )
+        pairs.append((str(variable), str(value)))
+    return tuple(pairs)
 
 
 def _take(document: dict[str, Any], allowed: dict[str, Any], where: str) -> dict[str, Any]:
@@ -129,6 +168,7 @@ class ClusterConfig:
     partitions: tuple[str, ...] = ()
     gpus_per_node: int = 0
     priorities: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         where = f"clusters.{self.name}"
@@ -155,6 +195,8 @@ class ClusterConfig:
         for secret in self.secrets:
             if not re.match(r"^[A-Z_][A-Z0-9_]*$", secret):
                 raise ClusterConfigError(f"{where}.secrets: {secret!r} is not a variable name")
+        for variable, _ in self.env:
+            _check_env_variable(variable, self.secrets, f"{where}.env")
 
     def priority_args(self, priority: str | None) -> list[str]:
         """Scheduler arguments for `priority`; clusters without levels (local) take any."""
@@ -220,6 +262,7 @@ def parse(document: dict[str, Any], workspace: Path) -> Settings:
         "partitions": [],
         "gpus_per_node": 0,
         "priorities": {},
+        "env": {},
     }
     for name, entry in (top["clusters"] or {}).items():
         where = f"clusters.{name}"
@@ -252,6 +295,7 @@ def parse(document: dict[str, Any], workspace: Path) -> Settings:
                 (level, tuple(str(arg) for arg in args))
                 for level, args in (fields["priorities"] or {}).items()
             ),
+            env=_env_mapping(fields["env"], f"{where}.env"),
         )
     return Settings(image=image, registries=registries, clusters=clusters)
 

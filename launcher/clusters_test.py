@@ -70,3 +70,42 @@ def test_paths_expand_environment_variables_and_reject_unknown_ones(tmp_path, mo
     document["clusters"]["local"]["run_root"] = "${home}/runs"
     with pytest.raises(clusters.ClusterConfigError, match=r"unknown variable \$\{home\}"):
         clusters.parse(document, tmp_path)
+
+
+def test_the_gpu_template_is_a_slurm_cluster_of_8_gpu_nodes_on_the_cuda_image(tmp_path):
+    gpu = clusters.parse(_document(), tmp_path).cluster("gpu")
+    assert (gpu.backend, gpu.image_flavor, gpu.gpus_per_node) == ("slurm", "cuda", 8)
+    # A template of a site's cluster: nothing is started here, nothing is embedded.
+    assert gpu.services == () and not gpu.registry.embedded
+    assert gpu.registry.url.startswith("https://")
+    assert gpu.slurm_conf == Path("/etc/slurm/slurm.conf")
+    assert dict(gpu.env)["NCCL_DEBUG"] == "WARN"
+    assert "WANDB_API_KEY" in gpu.secrets
+
+
+def test_a_cluster_env_is_a_mapping_of_names_to_text(tmp_path):
+    document = _document()
+    document["clusters"]["local"]["env"] = {"NCCL_DEBUG": "INFO", "NCCL_IB_DISABLE": 1}
+    local = clusters.parse(document, tmp_path).cluster("local")
+    assert local.env == (("NCCL_DEBUG", "INFO"), ("NCCL_IB_DISABLE", "1"))
+    assert clusters.parse(_document(), tmp_path).cluster("slurm").env == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (["NCCL_DEBUG=WARN"], r"clusters.slurm.env must be a mapping of variable names"),
+        ({"NCCL-DEBUG": "WARN"}, r"clusters.slurm.env: 'NCCL-DEBUG' is not a variable name"),
+        ({"TERRA_RUN_ROOT": "/x"}, r"TERRA_RUN_ROOT is set by the launcher"),
+        ({"WANDB_API_KEY": "abc"}, r"WANDB_API_KEY is also a secret"),
+        ({"NCCL_IB_DISABLE": True}, r"clusters.slurm.env.NCCL_IB_DISABLE must be a string or a "),
+        ({"NCCL_DEBUG": None}, r"clusters.slurm.env.NCCL_DEBUG must be a string or a number"),
+        ({"NCCL_IB_HCA": ["mlx5"]}, r"clusters.slurm.env.NCCL_IB_HCA must be a string or a "),
+    ],
+    ids=["list", "bad-name", "reserved", "secret", "yaml-boolean", "null", "list-value"],
+)
+def test_a_bad_cluster_env_is_an_error_naming_the_variable(tmp_path, env, message):
+    document = _document()
+    document["clusters"]["slurm"]["env"] = env
+    with pytest.raises(clusters.ClusterConfigError, match=message):
+        clusters.parse(document, tmp_path)

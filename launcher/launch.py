@@ -378,7 +378,9 @@ def job_spec(
         image=image,
         registry_url=cluster_config.registry.url,
         args=(run.experiment, run.run_name, cluster, *run.overrides),
-        env=dict(env),
+        # The cluster's own settings (NCCL_*, ...) first; the launcher's TERRA_* cannot clash
+        # (clusters.py refuses that prefix in a cluster's env).
+        env={**dict(cluster_config.env), **env},
         secrets=cluster_config.secrets,
         run_root=cluster_config.run_root,
         run_dir=run_dir,

@@ -1,11 +1,19 @@
 """launch_experiment's refusals, in process: every problem is reported before any side effect."""
 
+import dataclasses
+import types
+from pathlib import Path
+
 import pytest
 
-from launcher import launch, testing
+from launcher import clusters, launch, testing
+from launcher.backends import slurm
+from launcher.registry.client import ImageReference
 from launcher.settings import LaunchSettings
 
 PROJECT = "2026_01_01_launch_unit"
+# The real ones, before the fixture replaces them, for the tests that need a real preflight.
+REAL_MAKE_BACKEND, REAL_ENSURE_SERVICES = launch.make_backend, launch.ensure_services
 
 
 @pytest.fixture
@@ -101,3 +109,35 @@ def test_a_head_other_than_the_resolved_commit_is_refused_before_anything_runs(w
             workspace,
             commit=resolved,
         )
+
+
+@pytest.mark.skipif(
+    Path("/etc/slurm/slurm.conf").exists(), reason="this machine has the gpu template's slurm.conf"
+)
+def test_the_gpu_template_is_refused_in_one_line_where_its_slurm_is_not(workspace, monkeypatch):
+    # The real preflight: the template starts no service and Slurm is never asked (sinfo
+    # would retry a missing slurm.conf for 60 s and print three lines).
+    monkeypatch.setattr(launch, "make_backend", REAL_MAKE_BACKEND)
+    monkeypatch.setattr(launch, "ensure_services", REAL_ENSURE_SERVICES)
+
+    def no_slurm_command(*args, **kwargs):
+        raise AssertionError("Slurm must not be asked without its slurm.conf")
+
+    monkeypatch.setattr(slurm, "subprocess", types.SimpleNamespace(run=no_slurm_command))
+    with pytest.raises(launch.LaunchRefused) as refused:
+        _launch(workspace, cluster="gpu", run_name="nano_gpu", settings=LaunchSettings(num_gpus=8))
+    [line] = str(refused.value).splitlines()
+    assert "configuration /etc/slurm/slurm.conf" in line
+    assert "no such Slurm cluster is reachable from here" in line
+
+
+def test_a_job_gets_its_clusters_env_beside_the_launchers_variables(tmp_path):
+    gpu = clusters.load(Path(__file__).parent.parent).cluster("gpu")
+    gpu = dataclasses.replace(gpu, run_root=tmp_path / "runs")
+    run = launch.RunRequest("nano", "", "nano_gpu", [], None)
+    image = ImageReference("registry.example.org", "terra-lab", "sha256:" + "0" * 64)
+    resources = LaunchSettings(num_gpus=8).build(gpu)
+    job = launch.job_spec(run, "gpu", gpu, resources, image, {"TERRA_LAB_CLUSTER": "gpu"}, PROJECT)
+    assert job.env == {"NCCL_DEBUG": "WARN", "TERRA_LAB_CLUSTER": "gpu"}
+    assert "NCCL_DEBUG=WARN" in job.runner_args()
+    assert (job.gpus_per_node, job.procs_per_node) == (8, 8)

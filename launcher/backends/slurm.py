@@ -107,6 +107,13 @@ class SlurmBackend(Backend):
         return env
 
     def _run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        if self.slurm_conf and not Path(self.slurm_conf).is_file():
+            # Slurm's tools retry a missing slurm.conf for 60 s, then print three lines.
+            raise SlurmError(
+                f"Slurm's configuration {self.slurm_conf} (slurm_conf in launcher/clusters.yaml) "
+                "is not on this machine, so no such Slurm cluster is reachable from here; run on "
+                "a login node of that cluster or point slurm_conf at its slurm.conf"
+            )
         try:
             result = subprocess.run(list(command), env=self._env(), capture_output=True, text=True)
         except FileNotFoundError:
