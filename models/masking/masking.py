@@ -14,9 +14,21 @@ from __future__ import annotations
 from typing import Any
 
 from models.masking.base import DECODE_ONLY_MODALITIES, MaskingConfig, MaskingStrategy
+from models.masking.fixed_modality import (
+    RandomFixedModalityMasking,
+    RandomFixedModalityMaskingConfig,
+)
 from models.masking.modality_cross import (
     ModalityCrossRandomMasking,
     ModalityCrossRandomMaskingConfig,
+)
+from models.masking.modality_cross_axes import (
+    ModalityCrossSpaceMasking,
+    ModalityCrossSpaceMaskingConfig,
+    ModalityCrossSpaceTimeMasking,
+    ModalityCrossSpaceTimeMaskingConfig,
+    ModalityCrossTimeMasking,
+    ModalityCrossTimeMaskingConfig,
 )
 from models.masking.random_space_time import (
     RandomMasking,
@@ -26,9 +38,29 @@ from models.masking.random_space_time import (
     TimeMasking,
     TimeMaskingConfig,
 )
+from models.masking.ratio_schedules import (
+    RandomIncreasingMasking,
+    RandomIncreasingMaskingConfig,
+    RandomRangeMasking,
+    RandomRangeMaskingConfig,
+)
+from models.masking.selectable import (
+    SelectableModalityMasking,
+    SelectableModalityMaskingConfig,
+    SelectableRandomRangeModalityMasking,
+    SelectableRandomRangeModalityMaskingConfig,
+)
+from models.masking.space_time import (
+    RandomSpaceMasking,
+    RandomSpaceMaskingConfig,
+    SpaceTimeMasking,
+    SpaceTimeMaskingConfig,
+)
 from models.masking.with_decode import (
     RandomTimeWithDecodeMasking,
     RandomTimeWithDecodeMaskingConfig,
+    RandomWithDecodeMasking,
+    RandomWithDecodeMaskingConfig,
 )
 
 __all__ = [
@@ -38,12 +70,34 @@ __all__ = [
     "MaskingStrategy",
     "ModalityCrossRandomMasking",
     "ModalityCrossRandomMaskingConfig",
+    "ModalityCrossSpaceMasking",
+    "ModalityCrossSpaceMaskingConfig",
+    "ModalityCrossSpaceTimeMasking",
+    "ModalityCrossSpaceTimeMaskingConfig",
+    "ModalityCrossTimeMasking",
+    "ModalityCrossTimeMaskingConfig",
+    "RandomFixedModalityMasking",
+    "RandomFixedModalityMaskingConfig",
+    "RandomIncreasingMasking",
+    "RandomIncreasingMaskingConfig",
     "RandomMasking",
     "RandomMaskingConfig",
+    "RandomRangeMasking",
+    "RandomRangeMaskingConfig",
+    "RandomSpaceMasking",
+    "RandomSpaceMaskingConfig",
     "RandomTimeWithDecodeMasking",
     "RandomTimeWithDecodeMaskingConfig",
+    "RandomWithDecodeMasking",
+    "RandomWithDecodeMaskingConfig",
+    "SelectableModalityMasking",
+    "SelectableModalityMaskingConfig",
+    "SelectableRandomRangeModalityMasking",
+    "SelectableRandomRangeModalityMaskingConfig",
     "SpaceMasking",
     "SpaceMaskingConfig",
+    "SpaceTimeMasking",
+    "SpaceTimeMaskingConfig",
     "TimeMasking",
     "TimeMaskingConfig",
     "masking_config_from_name",
@@ -57,9 +111,21 @@ MASKING_STRATEGIES: dict[str, type[MaskingConfig]] = {
         TimeMaskingConfig,
         ModalityCrossRandomMaskingConfig,
         RandomTimeWithDecodeMaskingConfig,
+        SpaceTimeMaskingConfig,
+        RandomSpaceMaskingConfig,
+        ModalityCrossSpaceMaskingConfig,
+        ModalityCrossTimeMaskingConfig,
+        ModalityCrossSpaceTimeMaskingConfig,
+        RandomIncreasingMaskingConfig,
+        RandomRangeMaskingConfig,
+        SelectableModalityMaskingConfig,
+        SelectableRandomRangeModalityMaskingConfig,
+        RandomFixedModalityMaskingConfig,
+        RandomWithDecodeMaskingConfig,
     )
 }
-"""Registry: strategy name (the reference's registry key) -> its config class."""
+"""Registry: strategy name (the reference's registry key) -> its config class. All 16 of
+the reference's keys (olmoearth_pretrain 0.1.2, `MASKING_STRATEGY_REGISTRY`)."""
 
 
 def masking_config_from_name(name: str, **kwargs: Any) -> MaskingConfig:

@@ -27,22 +27,51 @@ TOKENIZATIONS = {
 }
 
 
+# The fields these strategies require (as the reference does). No modality is dropped
+# here, so the shared MISSING rule holds; dropping is tested in their own test files.
+REQUIRED_KWARGS = {
+    "selectable_modality": {
+        "decodable_modalities": ("landsat", "worldcover"),
+        "fully_mask_modalities": (),
+        "max_to_mask": 2,
+    },
+    "random_fixed_modality": {"decoded_modalities": ("worldcover",)},
+}
+REQUIRED_KWARGS["selectable_random_range_modality"] = REQUIRED_KWARGS["selectable_modality"]
+
+
+def _config(name, **kwargs):
+    return masking_config_from_name(name, **{**REQUIRED_KWARGS.get(name, {}), **kwargs})
+
+
 def _apply(name, sample, patch_size, seed=0, tokenization="default", **kwargs):
-    config = masking_config_from_name(name, tokenization=TOKENIZATIONS[tokenization], **kwargs)
+    config = _config(name, tokenization=TOKENIZATIONS[tokenization], **kwargs)
     return config.build().apply(sample, patch_size, torch.Generator().manual_seed(seed))
 
 
-def test_registry_holds_the_five_strategies_by_reference_name():
+def test_registry_holds_the_references_sixteen_strategies_by_its_names():
     assert set(NAMES) == {
         "random",
         "space",
         "time",
         "modality_cross_random",
         "random_time_with_decode",
+        "space_time",
+        "random_space",
+        "modality_cross_space",
+        "modality_cross_time",
+        "modality_cross_space_time",
+        "random_increasing",
+        "random_range",
+        "selectable_modality",
+        "selectable_random_range_modality",
+        "random_fixed_modality",
+        "random_with_decode",
     }
     for name, config_class in MASKING_STRATEGIES.items():
-        assert isinstance(config_class().build(), masking.MaskingStrategy)
-        assert config_class().build().name == name
+        strategy = config_class(**REQUIRED_KWARGS.get(name, {})).build()
+        assert isinstance(strategy, masking.MaskingStrategy)
+        assert strategy.name == name
 
 
 def test_unknown_strategy_name_lists_the_valid_names():
@@ -146,7 +175,7 @@ def test_masks_are_a_function_of_the_generator_seed(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_config_and_strategy_survive_pickling_for_dataloader_workers(name):
-    config = masking_config_from_name(name, tokenization=modalities.SINGLE_BANDSET_TOKENIZATION)
+    config = _config(name, tokenization=modalities.SINGLE_BANDSET_TOKENIZATION)
     strategy = config.build()
     copy = pickle.loads(pickle.dumps(strategy))
     assert pickle.loads(pickle.dumps(config)) == config

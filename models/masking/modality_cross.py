@@ -135,11 +135,23 @@ class ModalityCrossRandomMasking(RandomMasking):
                 values = mask[..., s]
                 is_encoded = base.per_sample(encoded[:, k], values)
                 is_decoded = base.per_sample(decoded[:, k], values)
+                if self.follows_band_set_choice(name):
+                    has_data = present[name][..., s]
+                    values = values.masked_fill(is_decoded & ~is_encoded & has_data, DECODER)
+                    columns.append(values.masked_fill(is_encoded & has_data, ENCODER))
+                    continue
                 values = values.masked_fill(~is_encoded & (values == ENCODER), TARGET)
                 values = values.masked_fill(is_encoded & ~is_decoded & (values == DECODER), TARGET)
                 columns.append(values)
             masks[name] = torch.stack(columns, dim=-1)
         return masks
+
+    def follows_band_set_choice(self, name: str) -> bool:
+        """True for a modality that stage 1 cannot structure (lat/lon under space masking):
+        each of its band sets is then wholly ONLINE_ENCODER if chosen for encoding, else
+        wholly DECODER if chosen for decoding, else left as stage 1 drew it (the reference's
+        `overide_strategy_mask`). Random stage-1 masking structures every modality."""
+        return False
 
     def choose_band_sets(
         self, candidate: torch.Tensor, encodable: torch.Tensor, generator: torch.Generator

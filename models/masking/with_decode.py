@@ -1,4 +1,5 @@
-"""`random_time_with_decode`, the OlmoEarth v1.1 / v1.2 masking.
+"""`random_time_with_decode`, the OlmoEarth v1.1 / v1.2 masking, and `random_with_decode`,
+its always-random form.
 
 Per sample:
 1. Decode-only maps: every token with data is DECODER.
@@ -65,6 +66,11 @@ class RandomTimeWithDecodeMasking(base.MaskingStrategy):
 
     config: RandomTimeWithDecodeMaskingConfig
 
+    @property
+    def random_ratio(self) -> float:
+        """Probability that a sample is masked at random rather than by time."""
+        return self.config.random_ratio
+
     def token_masks(
         self, present: dict[str, torch.Tensor], generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
@@ -99,7 +105,7 @@ class RandomTimeWithDecodeMasking(base.MaskingStrategy):
             ).any(0)
             n_steps = steps_with_data.sum(-1)
             coin = base.uniform((batch,), generator, device)
-            use_random = (n_steps <= 1) | (coin < config.random_ratio)
+            use_random = (n_steps <= 1) | (coin < self.random_ratio)
             step_ranks = base.random_ranks(steps_with_data, generator)
             encode_steps = steps_with_data & (
                 step_ranks < base.ceil_count(n_steps, config.encode_ratio).unsqueeze(-1)
@@ -147,3 +153,20 @@ class RandomTimeWithDecodeMasking(base.MaskingStrategy):
         has_data_at_steps = (present & at_steps).reshape(present.shape[0], -1).any(-1)
         use_time = ~use_random & has_data_at_steps
         return torch.where(base.per_sample(use_time, present), timed, random_values)
+
+
+@dataclasses.dataclass(kw_only=True)
+class RandomWithDecodeMaskingConfig(base.MaskingConfig):
+    """Band sets split into encode and decode roles, random masking inside
+    (reference `random_with_decode`): `random_time_with_decode` with `random_ratio = 1`."""
+
+    name = "random_with_decode"
+
+    def build(self) -> RandomWithDecodeMasking:
+        return RandomWithDecodeMasking(self)
+
+
+class RandomWithDecodeMasking(RandomTimeWithDecodeMasking):
+    """Every sample takes step 3's random rule (module docstring)."""
+
+    random_ratio = 1.0
