@@ -20,11 +20,24 @@ every moment a whole copy of step N is on disk and a resume finds it.
 
 Deleting goes the other way: rename to `.tmp-delete-*` first, then remove the files, so a
 crash mid-delete never leaves a half-emptied `step_<N>`.
+
+Sharded checkpoints (format 3, `save_sharded`): the model and optimizer state is written
+by every rank with torch.distributed.checkpoint into `sharded/` (models/train/
+dcp_checkpoint.py), so no rank gathers the whole model and a job of another size or
+parallelism (DDP, FSDP) loads it resharded; the rest (`trainer.pt`) stays a plain part.
+Atomic the same way: rank 0 picks the temporary name and tells the others, every rank
+writes its shard into it, and after a barrier rank 0 writes the plain parts and meta.json
+(which records every shard file's size, the world size and the parallelism) and renames.
+A rank killed mid-save leaves a `.tmp-*` directory and no `step_<N>`. `load` reads a
+sharded checkpoint's `model` or `optim` whole, in one process without a process group
+(evaluation, conversion, comparing runs); a resume restores them into a sharded job with
+`ShardedCheckpoint.restore` on every rank (`load_resumable`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -39,6 +52,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from models.train import dcp_checkpoint, distributed
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +65,17 @@ FORMAT = 2
 """meta.json's `format`: 2 = parts hold only tensors and plain values. Checkpoints without
 it (format 1) kept NumPy's RNG state as an array; they still load (see `load`)."""
 
+SHARDED_FORMAT = 3
+"""meta.json's `format` of a sharded checkpoint (`save_sharded`)."""
+SHARDED_DIR = "sharded"
+"""The sub-folder of a sharded checkpoint holding DCP's files; also the name of the part
+that `Trainer.checkpoint_parts` hands over as a `ShardedState`."""
+SHARDED_PARTS = (dcp_checkpoint.MODEL_KEY, dcp_checkpoint.OPTIM_KEY)
+
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 _REPLACED_DIR = re.compile(rf"^{re.escape(REPLACED_PREFIX)}(step_\d+)-[0-9a-f]+$")
 _PART_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_SHARD_FILE = re.compile(r"^(\.metadata|__\d+_\d+\.distcp)$")
 # Types `torch.load(weights_only=True)` rebuilds without running code of the file, matched
 # exactly: a subclass (NumPy's float64 is a float, a namedtuple a tuple) pickles as its own
 # class, which that load refuses.
@@ -66,6 +90,30 @@ class UnreadableCheckpointError(ValueError):
         super().__init__(f"checkpoint {path} cannot be loaded: {reason}")
         self.path = Path(path)
         self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardedState:
+    """A model and its optimizer whose state every rank writes into a sharded checkpoint.
+
+    `model` is the module itself, not a DDP wrapper around it (its parameter names are
+    the checkpoint's keys); an FSDP2 (`fully_shard`) module writes only its own shards.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardedCheckpoint:
+    """The model and optimizer state of a sharded checkpoint, checked but not yet read."""
+
+    path: Path
+    """The `sharded/` folder."""
+
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+        """Load the state into `model` and `optimizer` (collective: every rank calls it)."""
+        dcp_checkpoint.restore(self.path, model, optimizer)
 
 
 def step_dir_name(step: int) -> str:
@@ -109,6 +157,43 @@ def _check_part_name(name: str) -> None:
         raise ValueError(f"checkpoint part name {name!r} is not a plain file name")
 
 
+def _write_parts(directory: Path, parts: Mapping[str, Any]) -> dict[str, int]:
+    """`torch.save` each part as `<name>.pt` in `directory`, fsynced; returns their sizes."""
+    sizes = {}
+    for name, obj in parts.items():
+        with open(directory / f"{name}.pt", "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+            sizes[name] = os.fstat(handle.fileno()).st_size
+    return sizes
+
+
+def _write_meta(directory: Path, record: Mapping[str, Any]) -> None:
+    with open(directory / META_FILE, "w") as handle:
+        json.dump(record, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    _fsync_path(directory)
+
+
+def _publish(checkpoints_dir: Path, tmp: Path, final: Path) -> None:
+    """Rename the finished `tmp` to `final`, replacing an existing one (module docstring)."""
+    if final.exists():
+        aside = checkpoints_dir / f"{REPLACED_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(final, aside)
+        os.rename(tmp, final)
+        _fsync_path(checkpoints_dir)  # the new step_<N> is durable before the old one goes
+        shutil.rmtree(aside)
+    else:
+        os.rename(tmp, final)
+        _fsync_path(checkpoints_dir)
+
+
+def _new_tmp_name(final: Path) -> str:
+    return f"{TMP_PREFIX}{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def save(
     checkpoints_dir: Path, step: int, parts: Mapping[str, Any], meta: Mapping[str, Any]
 ) -> Path:
@@ -129,30 +214,65 @@ def save(
     checkpoints_dir = Path(checkpoints_dir)
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoints_dir / step_dir_name(step)
-    tmp = checkpoints_dir / f"{TMP_PREFIX}{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = checkpoints_dir / _new_tmp_name(final)
     tmp.mkdir()
-    sizes = {}
-    for name, obj in parts.items():
-        with open(tmp / f"{name}.pt", "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-            sizes[name] = os.fstat(handle.fileno()).st_size
+    sizes = _write_parts(tmp, parts)
     record = {"step": step, "format": FORMAT, "parts": sorted(parts), "sizes": sizes, **meta}
-    with open(tmp / META_FILE, "w") as handle:
-        json.dump(record, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    _fsync_path(tmp)
-    if final.exists():
-        aside = checkpoints_dir / f"{REPLACED_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
-        os.rename(final, aside)
-        os.rename(tmp, final)
-        _fsync_path(checkpoints_dir)  # the new step_<N> is durable before the old one goes
-        shutil.rmtree(aside)
-    else:
-        os.rename(tmp, final)
-        _fsync_path(checkpoints_dir)
+    _write_meta(tmp, record)
+    _publish(checkpoints_dir, tmp, final)
+    return final
+
+
+def save_sharded(
+    checkpoints_dir: Path,
+    step: int,
+    state: ShardedState,
+    parts: Mapping[str, Any],
+    meta: Mapping[str, Any],
+) -> Path:
+    """Write `state` sharded over the ranks, plus the plain `parts`, atomically as `step_<step>`.
+
+    Collective: every rank of the default process group calls it with its own `state`
+    (one process alone writes everything). `parts` and `meta` are written by rank 0 only
+    (the others' are checked and dropped): give every rank the same gathered values.
+    The checkpoint is published when rank 0 returns; the others return after it.
+    """
+    for name, obj in parts.items():
+        _check_part_name(name)
+        check_plain(obj, name)
+        if name in (*SHARDED_PARTS, SHARDED_DIR):
+            raise ValueError(f"checkpoint part name {name!r} is the sharded state's")
+    checkpoints_dir = Path(checkpoints_dir)
+    final = checkpoints_dir / step_dir_name(step)
+    is_main = not distributed.is_active() or torch.distributed.get_rank() == 0
+    tmp_name = None
+    if is_main:
+        checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        tmp_name = _new_tmp_name(final)
+        (checkpoints_dir / tmp_name).mkdir()
+    # The run folder is shared by every node: all ranks write into rank 0's temporary name.
+    tmp = checkpoints_dir / distributed.broadcast_object(tmp_name)
+    dcp_checkpoint.write(tmp / SHARDED_DIR, state.model, state.optimizer)
+    distributed.barrier()  # every rank's shard is on disk before meta.json says complete
+    if is_main:
+        sizes = _write_parts(tmp, parts)
+        sharded_root = tmp / SHARDED_DIR
+        files = {file.name: file.stat().st_size for file in sorted(sharded_root.iterdir())}
+        _fsync_path(sharded_root)
+        written = [dcp_checkpoint.MODEL_KEY]
+        if state.optimizer is not None:
+            written.append(dcp_checkpoint.OPTIM_KEY)
+        record = {
+            "step": step,
+            "format": SHARDED_FORMAT,
+            "parts": sorted([*parts, *written]),
+            "sizes": sizes,
+            "sharded": {"dir": SHARDED_DIR, "parts": written, "files": files},
+            **meta,
+        }
+        _write_meta(tmp, record)
+        _publish(checkpoints_dir, tmp, final)
+    distributed.barrier()  # nobody reads or prunes before the rename
     return final
 
 
@@ -258,7 +378,60 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise UnreadableCheckpointError(
             path, f"{META_FILE} has format {version!r} and sizes {sizes!r}"
         )
+    if version > SHARDED_FORMAT:
+        raise UnreadableCheckpointError(
+            path, f"{META_FILE} has format {version}, newer than this code reads ({SHARDED_FORMAT})"
+        )
+    if version == SHARDED_FORMAT:
+        sharded = meta.get("sharded")
+        if not (
+            isinstance(sharded, dict)
+            and sharded.get("dir") == SHARDED_DIR
+            and isinstance(sharded.get("parts"), list)
+            and set(sharded["parts"]) <= set(parts) & set(SHARDED_PARTS)
+            and isinstance(sharded.get("files"), dict)
+            and all(
+                isinstance(name, str) and _SHARD_FILE.match(name) and isinstance(size, int)
+                for name, size in sharded["files"].items()
+            )
+        ):
+            raise UnreadableCheckpointError(path, f"{META_FILE} describes shards {sharded!r}")
     return meta
+
+
+def _sharded_parts(meta: Mapping[str, Any]) -> list[str]:
+    return list(meta["sharded"]["parts"]) if meta.get("format", 1) == SHARDED_FORMAT else []
+
+
+def _check_shards(path: Path, meta: Mapping[str, Any]) -> ShardedCheckpoint:
+    """The sharded state of the checkpoint at `path`, after checking that every shard file
+    has the size meta.json recorded and that the index unpickles with DCP's classes only."""
+    root = path / SHARDED_DIR
+    for name, recorded in meta["sharded"]["files"].items():
+        file = root / name
+        if not file.is_file():
+            raise UnreadableCheckpointError(path, f"{SHARDED_DIR}/{name} is missing")
+        if (actual := file.stat().st_size) != recorded:
+            raise UnreadableCheckpointError(
+                path,
+                f"{SHARDED_DIR}/{name} has {actual} bytes, {META_FILE} recorded {recorded} "
+                "(truncated or replaced after the checkpoint was written)",
+            )
+    if dcp_checkpoint.INDEX_FILE not in meta["sharded"]["files"]:
+        raise UnreadableCheckpointError(path, f"{META_FILE} lists no {dcp_checkpoint.INDEX_FILE}")
+    try:
+        dcp_checkpoint.read_metadata(root)
+    except pickle.UnpicklingError as error:  # UnsafeShardedStateError is one
+        raise UnreadableCheckpointError(
+            path, f"{SHARDED_DIR}/{dcp_checkpoint.INDEX_FILE} was refused: {error}"
+        ) from error
+    except Exception as error:
+        raise UnreadableCheckpointError(
+            path,
+            f"{SHARDED_DIR}/{dcp_checkpoint.INDEX_FILE} is damaged "
+            f"({type(error).__name__}: {error})",
+        ) from error
+    return ShardedCheckpoint(root)
 
 
 @contextlib.contextmanager
@@ -295,13 +468,78 @@ def load(
     (code planted in the folder) is refused without running it. Anything wrong with the
     folder (meta.json, a missing, truncated or refused part) raises
     UnreadableCheckpointError, whose reason names the file.
+
+    A sharded checkpoint's `model` and `optim` are read whole in this process (no process
+    group; see dcp_checkpoint.read_whole): the model's state dict by parameter name as a
+    plain checkpoint holds it; the optimizer's keyed by parameter name too (`get_state_dict`'s
+    form, not `Optimizer.state_dict()`'s numbered one).
     """
     path = Path(path)
     meta = read_meta(path)
-    sizes = meta.get("sizes", {})
     wanted = meta["parts"] if parts is None else list(parts)
     if unknown := sorted(set(wanted) - set(meta["parts"])):
         raise UnreadableCheckpointError(path, f"it has no part {unknown} (parts: {meta['parts']})")
+    sharded = [name for name in wanted if name in _sharded_parts(meta)]
+    loaded = _load_plain(path, meta, [name for name in wanted if name not in sharded], map_location)
+    if sharded:
+        shards = _check_shards(path, meta)
+        for name in sharded:
+            try:
+                loaded[name] = dcp_checkpoint.read_whole(shards.path, name)
+            except pickle.UnpicklingError as error:
+                raise UnreadableCheckpointError(
+                    path, f"{SHARDED_DIR}/ {name} state was refused: {error}"
+                ) from error
+            except Exception as error:
+                raise UnreadableCheckpointError(
+                    path,
+                    f"{SHARDED_DIR}/ does not read back its {name} state "
+                    f"({type(error).__name__}: {error})",
+                ) from error
+            if map_location != "cpu":
+                loaded[name] = _to(loaded[name], map_location)
+    return {name: loaded[name] for name in wanted}
+
+
+def load_resumable(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    """What a resume needs of the checkpoint at `path`: every plain part, and for a sharded
+    checkpoint, under `SHARDED_DIR`, its checked `ShardedCheckpoint` (read by every rank
+    with `restore`) in place of `model` and `optim`. Errors as `load`'s."""
+    path = Path(path)
+    meta = read_meta(path)
+    plain = [name for name in meta["parts"] if name not in _sharded_parts(meta)]
+    loaded = _load_plain(path, meta, plain, map_location)
+    if _sharded_parts(meta):
+        loaded[SHARDED_DIR] = _check_shards(path, meta)
+    return loaded
+
+
+def part_bytes(path: Path, name: str) -> int:
+    """Bytes the part `name` of the checkpoint at `path` takes whole (for a sharded part:
+    the size of its tensors by the index, so nothing is loaded to learn it)."""
+    path = Path(path)
+    meta = read_meta(path)
+    if name in _sharded_parts(meta):
+        return dcp_checkpoint.tensor_bytes(_check_shards(path, meta).path, name)
+    if name not in meta["parts"]:
+        raise UnreadableCheckpointError(path, f"it has no part {name!r} (parts: {meta['parts']})")
+    return (path / f"{name}.pt").stat().st_size
+
+
+def _to(value: Any, device: torch.device | str) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _to(item, device) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_to(item, device) for item in value]
+    return value
+
+
+def _load_plain(
+    path: Path, meta: Mapping[str, Any], wanted: Collection[str], map_location: Any
+) -> dict[str, Any]:
+    sizes = meta.get("sizes", {})
     loaded = {}
     for name in wanted:
         file = path / f"{name}.pt"

@@ -23,6 +23,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
+from torch import nn
+
 from models.config import serialization
 from models.config.configurable import Configurable
 from models.train import checkpoint, distributed, rng
@@ -306,7 +309,7 @@ class Trainer:
         if latest is None:
             return None
         if parts is None:  # the other ranks; rank 0 loaded it while choosing
-            parts = checkpoint.load(Path(latest))
+            parts = checkpoint.load_resumable(Path(latest))
         try:
             self.load_checkpoint_parts(parts)
         except Exception as error:  # e.g. a model config that does not match the weights
@@ -381,44 +384,90 @@ class Trainer:
     def checkpoint_parts(self) -> dict[str, Any]:
         """Everything a resume needs, as checkpoint parts. Collective: call on every rank.
 
-        Parts hold only tensors and plain values (`checkpoint.check_plain`), so that a
-        resume loads them with `torch.load(weights_only=True)`. RNG and data-loader states
-        are per rank (each rank draws its own drop-path masks and reads its own shard),
-        gathered to every rank in rank order.
+        A train module with a `model` and an `optimizer` hands them over as a
+        `checkpoint.ShardedState` (part `checkpoint.SHARDED_DIR`): every rank writes its
+        shard of their state (`checkpoint.save_sharded`). Otherwise (a module that only has
+        `state_dict`) its `model` and `optim` entries are plain parts. The rest is the plain
+        part `trainer`: step, world size, parallelism, the module's other state (scheduler,
+        tokens seen), and every rank's data-loader and RNG state, gathered to every rank in
+        rank order (each rank draws its own drop-path masks and reads its own shard).
+
+        Plain parts hold only tensors and plain values (`checkpoint.check_plain`), so that a
+        resume loads them with `torch.load(weights_only=True)`.
         """
         module_state = dict(self.train_module.state_dict())
         parts: dict[str, Any] = {}
-        for name in ("model", "optim"):
+        sharded = _sharded_state(self.train_module)
+        for name in checkpoint.SHARDED_PARTS:
             if name in module_state:
-                parts[name] = module_state.pop(name)
+                state = module_state.pop(name)
+                if sharded is None:
+                    parts[name] = state
+        if sharded is not None:
+            parts[checkpoint.SHARDED_DIR] = sharded
         parts["trainer"] = {
             "step": self.step,
             "world_size": self.env.world_size,
+            "parallelism": _parallelism(self.train_module),
             "train_module": module_state,
             "data_loader": distributed.all_gather_object(self.data_loader.state_dict()),
             "rng": distributed.all_gather_object(rng.capture_rng_state()),
         }
-        # Checked on every rank (rank 0 alone writes): state a weights_only load would
+        # Checked on every rank (rank 0 alone writes them): state a weights_only load would
         # refuse fails the save on all ranks at once, not rank 0 with the others waiting.
         for name, part in parts.items():
-            checkpoint.check_plain(part, name)
+            if name != checkpoint.SHARDED_DIR:
+                checkpoint.check_plain(part, name)
         return parts
 
     def load_checkpoint_parts(self, parts: dict[str, Any]) -> None:
-        """Restore what `checkpoint_parts` captured (on every rank)."""
+        """Restore what `checkpoint_parts` captured (on every rank; collective for a
+        sharded checkpoint, whose model and optimizer state each rank reads its slices of).
+
+        On another world size than the writer's, the model, optimizer, schedule and the
+        data position (global: epoch and batches consumed) continue exactly; the per-rank
+        RNG states cannot be mapped onto other ranks, so every rank takes rank 0's (as
+        every rank starts a run from the same seed) and drop-path masks drawn after the
+        resume differ from any run of either size. A warning says so.
+        """
         state = parts["trainer"]
         module_state = dict(state["train_module"])
-        for name in ("model", "optim"):
+        shards = parts.get(checkpoint.SHARDED_DIR)
+        sharded = _sharded_state(self.train_module)
+        if shards is not None and sharded is None:
+            raise ValueError(
+                f"the checkpoint's model and optimizer state is sharded ({shards.path}) and "
+                f"this {type(self.train_module).__name__} has no `model` and `optimizer` to "
+                "restore it into"
+            )
+        if shards is not None:
+            # The module's load_state_dict restores all its entries: it gets its own model
+            # and optimizer state for those two (a no-op), then DCP overwrites both.
+            module_state["model"] = sharded.model.state_dict()
+            module_state["optim"] = sharded.optimizer.state_dict()
+        for name in checkpoint.SHARDED_PARTS:
             if name in parts:
                 module_state[name] = parts[name]
         self.train_module.load_state_dict(module_state)
+        if shards is not None:
+            shards.restore(sharded.model, sharded.optimizer)
         same_layout = state["world_size"] == self.env.world_size
         if not same_layout:
             logger.warning(
-                "checkpoint was written by %d ranks, resuming on %d: data-loader and RNG "
-                "states are taken from rank 0 and the run will not replay exactly",
+                "checkpoint was written by %d ranks, resuming on %d: the model, optimizer, "
+                "schedule and data position continue exactly; the RNG states are taken from "
+                "rank 0 for every rank, so random draws after this step (drop path) differ "
+                "from an uninterrupted run",
                 state["world_size"],
                 self.env.world_size,
+            )
+        saved_parallelism = state.get("parallelism")
+        mine = _parallelism(self.train_module)
+        if saved_parallelism is not None and saved_parallelism != mine:
+            logger.info(
+                "checkpoint was written with parallelism %s, resuming with %s (resharded)",
+                saved_parallelism,
+                mine,
             )
         rank = self.env.rank if same_layout else 0
         self.data_loader.load_state_dict(state["data_loader"][rank])
@@ -430,13 +479,29 @@ class Trainer:
             callback.on_checkpoint(step, path)
 
 
+def _sharded_state(train_module: Any) -> checkpoint.ShardedState | None:
+    """The module's model and optimizer for a sharded checkpoint; None when it has none
+    (a module that keeps its state behind `state_dict` alone is checkpointed whole)."""
+    model = getattr(train_module, "model", None)
+    optimizer = getattr(train_module, "optimizer", None)
+    if isinstance(model, nn.Module) and isinstance(optimizer, torch.optim.Optimizer):
+        return checkpoint.ShardedState(model, optimizer)
+    return None
+
+
+def _parallelism(train_module: Any) -> str:
+    """How the module spreads over ranks (TrainModuleConfig.parallelism; data-parallel
+    replicas before that field existed)."""
+    return str(getattr(getattr(train_module, "config", None), "parallelism", "ddp"))
+
+
 def _newest_loadable(directory: Path) -> tuple[dict | None, tuple[str | None, str | None]]:
     """(parts, (path, error)) of the newest checkpoint in `directory` that loads, trying older
     ones when newer ones fail; the error when there are checkpoints and none loads."""
     failures = []
     for _, path in reversed(checkpoint.list_finished(directory)):
         try:
-            parts = checkpoint.load(path)
+            parts = checkpoint.load_resumable(path)
         except checkpoint.UnreadableCheckpointError as error:
             logger.warning(
                 "cannot resume from %s: %s; trying the checkpoint before it", path, error.reason

@@ -86,12 +86,25 @@ class CheckpointerCallback(Callback):
             self.save(self.trainer.step)
 
     def save(self, step: int) -> Path:
-        """Checkpoint the trainer's current state as `step_<step>` (collective)."""
-        parts = self.trainer.checkpoint_parts()
+        """Checkpoint the trainer's current state as `step_<step>` (collective).
+
+        A trainer whose parts include a `checkpoint.ShardedState` (a train module with a
+        model and an optimizer) has every rank write its shard (`checkpoint.save_sharded`);
+        otherwise rank 0 writes the whole parts (`checkpoint.save`).
+        """
+        parts = dict(self.trainer.checkpoint_parts())
+        sharded = parts.pop(checkpoint.SHARDED_DIR, None)
         path = self.directory / checkpoint.step_dir_name(step)
-        if self.trainer.is_main:
-            meta = {"world_size": self.trainer.env.world_size, "time": time.time()}
+        meta = {"world_size": self.trainer.env.world_size, "time": time.time()}
+        trainer_state = parts.get("trainer")
+        if isinstance(trainer_state, dict) and "parallelism" in trainer_state:
+            # Also in meta.json: how the writing job was spread, readable without unpickling.
+            meta["parallelism"] = trainer_state["parallelism"]
+        if sharded is not None:
+            path = checkpoint.save_sharded(self.directory, step, sharded, parts, meta)
+        elif self.trainer.is_main:
             path = checkpoint.save(self.directory, step, parts, meta)
+        if self.trainer.is_main:
             checkpoint.prune(
                 self.directory,
                 self.config.keep_last,
