@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config.configurable import Configurable
-from models.losses.patch_discrimination import check_non_negative, check_positive
+from models.losses.decoded_tokens import check_non_negative, check_positive
 
 
 @dataclasses.dataclass(kw_only=True)

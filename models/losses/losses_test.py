@@ -30,5 +30,5 @@ def test_reference_keys_resolve_to_our_losses_with_kwargs():
 
 
 def test_unknown_loss_name_lists_the_valid_names():
-    with pytest.raises(ValueError, match="unknown loss 'l2'.*'info_nce'.*InfoNCE"):
-        loss_config_from_name("l2")
+    with pytest.raises(ValueError, match="unknown loss 'triplet'.*'info_nce'.*InfoNCE"):
+        loss_config_from_name("triplet")

@@ -38,8 +38,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config.configurable import Configurable
+from models.losses.decoded_tokens import (
+    attached_zero,
+    check_non_negative,
+    check_positive,
+    compute_dtype,
+    decoder_mask,
+    flatten_pair,
+    modality_pairs,
+    standardize_decoded,
+)
 from models.modalities import modalities
-from models.modalities.samples import MaskValue, TokensAndMasks
+from models.modalities.samples import TokensAndMasks
 
 DECODE_ONLY_MODALITIES: tuple[str, ...] = tuple(
     name for name, spec in modalities.MODALITIES.items() if spec.decode_only
@@ -55,19 +65,54 @@ def _check_modality_names(owner: str, field: str, names: tuple[str, ...]) -> Non
         )
 
 
-def check_positive(owner: str, field: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{owner}.{field} must be a number > 0; got {value!r}")
+def pack_decoded(
+    pred_BND: torch.Tensor, target_BND: torch.Tensor, mask_BN: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Each sample's DECODER tokens moved to the front and padded to the longest count.
+
+    Returns (pred_BnD, target_BnD, valid_Bn, count_B) in the compute dtype, targets
+    detached, or None when no sample decodes anything. Costs one host sync (reading n).
+    """
+    decoder_BN = decoder_mask(mask_BN)
+    count_B = decoder_BN.sum(-1)
+    n = int(count_B.max()) if pred_BND.shape[0] else 0
+    if n == 0:
+        return None
+    dtype = compute_dtype(pred_BND)
+    # Decoded tokens first (stable, so their order is kept), then keep the longest run.
+    order_Bn = decoder_BN.to(torch.int8).argsort(dim=-1, descending=True, stable=True)[:, :n]
+    index_BnD = order_Bn.unsqueeze(-1).expand(-1, -1, pred_BND.shape[-1])
+    pred_BnD = pred_BND.gather(1, index_BnD).to(dtype)
+    target_BnD = target_BND.detach().gather(1, index_BnD).to(dtype)
+    valid_Bn = torch.arange(n, device=pred_BND.device) < count_B.unsqueeze(-1)
+    return pred_BnD, target_BnD, valid_Bn, count_B
 
 
-def check_non_negative(owner: str, field: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{owner}.{field} must be a number >= 0; got {value!r}")
+def sample_mean_of_token_losses(
+    scores_Bnn: torch.Tensor,
+    valid_Bn: torch.Tensor,
+    count_B: torch.Tensor,
+    tau: float,
+    skip_B: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`2 tau * CE(row, its diagonal)` per decoded token, averaged per sample, then over the
+    samples that decode something (and are not skipped); 0 when none does.
 
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """fp32, or the input's dtype when it is wider (fp64 stays fp64)."""
-    return torch.promote_types(x.dtype, torch.float32)
+    Padding columns never win the softmax; padding rows get finite dummy logits.
+    """
+    batch, n = valid_Bn.shape
+    scores_Bnn = scores_Bnn.masked_fill(~valid_Bn.unsqueeze(1), -torch.finfo(scores_Bnn.dtype).max)
+    scores_Bnn = scores_Bnn.masked_fill(~valid_Bn.unsqueeze(2), 0.0)
+    labels_Bn = torch.arange(n, device=scores_Bnn.device).expand(batch, n)
+    token_loss_Bn = F.cross_entropy(
+        scores_Bnn.reshape(batch * n, n), labels_Bn.reshape(-1), reduction="none"
+    ).reshape(batch, n) * (2 * tau)
+    contributes_B = count_B > 0
+    if skip_B is not None:
+        contributes_B = contributes_B & ~skip_B
+    sample_loss_B = torch.where(valid_Bn, token_loss_Bn, 0.0).sum(-1) / count_B.clamp(min=1)
+    total = torch.where(contributes_B, sample_loss_B, 0.0).sum()
+    return total / contributes_B.sum().clamp(min=1)
 
 
 def patch_discrimination(
@@ -91,28 +136,17 @@ def patch_discrimination(
         A scalar: the mean over contributing samples of each sample's mean token loss
         (0 when no sample contributes).
     """
-    batch = pred_BND.shape[0]
-    decoder_BN = mask_BN == MaskValue.DECODER
-    count_B = decoder_BN.sum(-1)
-    n = int(count_B.max()) if batch else 0
-    dtype = _compute_dtype(pred_BND)
-    if n == 0:
-        # Zero, still attached to the predictions so backward() works on any total.
-        return pred_BND[:, :0].sum().to(dtype)
-
-    # Decoded tokens first (stable, so their order is kept), then keep the longest run.
-    order_Bn = decoder_BN.to(torch.int8).argsort(dim=-1, descending=True, stable=True)[:, :n]
-    index_BnD = order_Bn.unsqueeze(-1).expand(-1, -1, pred_BND.shape[-1])
-    pred_BnD = pred_BND.gather(1, index_BnD).to(dtype)
-    target_BnD = target_BND.detach().gather(1, index_BnD).to(dtype)
-    positions_n = torch.arange(n, device=pred_BND.device)
-    valid_Bn = positions_n < count_B.unsqueeze(-1)
+    packed = pack_decoded(pred_BND, target_BND, mask_BN)
+    if packed is None:
+        return attached_zero(pred_BND)
+    pred_BnD, target_BnD, valid_Bn, count_B = packed
+    batch, n = valid_Bn.shape
 
     pred_BnD = F.normalize(pred_BnD, p=2, dim=-1)
     target_BnD = F.normalize(target_BnD, p=2, dim=-1)
     scores_Bnn = torch.bmm(pred_BnD, target_BnD.transpose(1, 2)) / tau
 
-    skip_B = torch.zeros(batch, dtype=torch.bool, device=pred_BND.device)
+    skip_B = None
     if same_target_threshold is not None:
         same_Bnn = torch.bmm(target_BnD, target_BnD.transpose(1, 2)) > same_target_threshold
         pairs_Bnn = valid_Bn.unsqueeze(2) & valid_Bn.unsqueeze(1)
@@ -125,18 +159,7 @@ def patch_discrimination(
         skip_B = ((negatives_Bn == 0) & valid_Bn & several_B[:, None]).any(-1)
         scores_Bnn = scores_Bnn.masked_fill(false_negative_Bnn, float("-inf"))
 
-    # Padding columns never win the softmax; padding rows get finite dummy logits.
-    scores_Bnn = scores_Bnn.masked_fill(~valid_Bn.unsqueeze(1), -torch.finfo(dtype).max)
-    scores_Bnn = scores_Bnn.masked_fill(~valid_Bn.unsqueeze(2), 0.0)
-    labels_Bn = positions_n.expand(batch, n)
-    token_loss_Bn = F.cross_entropy(
-        scores_Bnn.reshape(batch * n, n), labels_Bn.reshape(-1), reduction="none"
-    ).reshape(batch, n) * (2 * tau)
-
-    contributes_B = (count_B > 0) & ~skip_B
-    sample_loss_B = torch.where(valid_Bn, token_loss_Bn, 0.0).sum(-1) / count_B.clamp(min=1)
-    total = torch.where(contributes_B, sample_loss_B, 0.0).sum()
-    return total / contributes_B.sum().clamp(min=1)
+    return sample_mean_of_token_losses(scores_Bnn, valid_Bn, count_B, tau, skip_B)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -198,31 +221,10 @@ class ModalityPatchDiscriminationLoss(nn.Module):
             predicted: decoder output; `predicted.masks` select the DECODER tokens.
             target: target tokens for the same view, same shapes.
         """
-        if set(predicted.tokens) != set(target.tokens):
-            raise ValueError(
-                f"predicted and target tokens need the same modalities; got "
-                f"{sorted(predicted.tokens)} and {sorted(target.tokens)}"
-            )
         losses = {}
-        for name, pred_tokens, mask in predicted.items():
-            target_tokens = target.tokens[name]
-            if pred_tokens.shape != target_tokens.shape:
-                raise ValueError(
-                    f"{name}: predicted tokens {tuple(pred_tokens.shape)} and target tokens "
-                    f"{tuple(target_tokens.shape)} differ in shape"
-                )
-            if mask.shape != pred_tokens.shape[:-1]:
-                raise ValueError(
-                    f"{name}: mask {tuple(mask.shape)} does not match tokens "
-                    f"{tuple(pred_tokens.shape)} without the last axis"
-                )
-            batch, width = pred_tokens.shape[0], pred_tokens.shape[-1]
+        for name, pred_BND, target_BND, mask_BN in modality_pairs(predicted, target):
             losses[name] = patch_discrimination(
-                pred_tokens.reshape(batch, -1, width),
-                target_tokens.reshape(batch, -1, width),
-                mask.reshape(batch, -1),
-                self.tau,
-                self._threshold(name),
+                pred_BND, target_BND, mask_BN, self.tau, self._threshold(name)
             )
         return losses
 
@@ -304,3 +306,57 @@ class MaskedNegativesPatchDiscriminationLoss(ModalityPatchDiscriminationLoss):
         if masked is None or modality in masked:
             return self.same_target_threshold
         return None
+
+
+@dataclasses.dataclass(kw_only=True)
+class PatchDiscriminationLossConfig(Configurable["PatchDiscriminationLoss"]):
+    """Patch discrimination over all modalities at once (reference `patch_discrimination`).
+
+    Each sample's decoded tokens of every modality form one softmax: a Sentinel-2 prediction
+    must also tell its target apart from the sample's decoded map targets. The per-modality
+    loss replaced it in OlmoEarth v1.
+
+    Attributes:
+        tau: softmax temperature.
+        pred2unit: standardize each prediction feature over the batch's decoded tokens
+            (mean 0, std 1 + 1e-4) before the L2 normalization.
+        weight: multiplies the loss.
+    """
+
+    name = "patch_discrimination"
+
+    tau: float = 0.1
+    pred2unit: bool = False
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        check_positive(owner, "tau", self.tau)
+        check_non_negative(owner, "weight", self.weight)
+        if not isinstance(self.pred2unit, bool):
+            raise ValueError(f"{owner}.pred2unit must be True or False; got {self.pred2unit!r}")
+
+    def build(self) -> PatchDiscriminationLoss:
+        return PatchDiscriminationLoss(tau=self.tau, pred2unit=self.pred2unit, weight=self.weight)
+
+
+class PatchDiscriminationLoss(nn.Module):
+    """`weight *` patch discrimination of each sample's decoded tokens of all modalities.
+
+    Samples without decoded tokens are left out of the mean (the reference raises when no
+    sample decodes anything; this returns 0).
+    """
+
+    def __init__(self, tau: float = 0.1, pred2unit: bool = False, weight: float = 1.0) -> None:
+        super().__init__()
+        self.tau = tau
+        self.pred2unit = pred2unit
+        self.weight = weight
+
+    def forward(self, predicted: TokensAndMasks, target: TokensAndMasks) -> torch.Tensor:
+        pred_BND, target_BND, mask_BN = flatten_pair(predicted, target)
+        if self.pred2unit:
+            pred_BND = standardize_decoded(
+                pred_BND.to(compute_dtype(pred_BND)), decoder_mask(mask_BN)
+            )
+        return self.weight * patch_discrimination(pred_BND, target_BND, mask_BN, self.tau)

@@ -1,0 +1,163 @@
+"""Per-token losses on the decoded tokens: L1, L2, negative cosine similarity, cross entropy.
+
+Each compares a prediction with its own target only (no negatives), over the DECODER
+tokens of every modality pooled together (the reference's `l1`, `l2`, `cosine_similarity`
+and `cross_entropy`):
+
+    l1:                mean over decoded tokens and features of |pred - target|
+    l2:                mean over decoded tokens and features of (pred - target)^2
+    cosine_similarity: - mean over decoded tokens of cos(pred, target)
+    cross_entropy:     mean over decoded tokens of CE(pred as logits, target), the target
+                       being class probabilities (same width as pred) or a class index
+                       (an integer tensor of width 1)
+
+Tokens are pooled across samples, so a sample with more decoded tokens weighs more (unlike
+patch discrimination's per-sample mean). Masked sums replace the reference's boolean
+selection: no host sync, the same value up to the order of float sums. With no decoded
+token the loss is 0 (the reference's mean over nothing is NaN).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config.configurable import Configurable
+from models.losses.decoded_tokens import (
+    check_non_negative,
+    compute_dtype,
+    decoder_mask,
+    flatten_pair,
+)
+from models.modalities.samples import TokensAndMasks
+
+
+class DecodedTokenLoss(nn.Module):
+    """`weight * mean over decoded tokens of per_token(pred, target)` (subclasses say what
+    `per_token` is)."""
+
+    # Class-index targets (cross entropy) have width 1, not the predictions' width.
+    targets_share_width = True
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def per_token(self, pred_BND: torch.Tensor, target_BND: torch.Tensor) -> torch.Tensor:
+        """The loss of each token, `[B, N]`, in the compute dtype."""
+        raise NotImplementedError(f"{type(self).__name__} must define per_token")
+
+    def forward(self, predicted: TokensAndMasks, target: TokensAndMasks) -> torch.Tensor:
+        pred_BND, target_BND, mask_BN = flatten_pair(
+            predicted, target, same_width=self.targets_share_width
+        )
+        decoder_BN = decoder_mask(mask_BN)
+        token_loss_BN = self.per_token(pred_BND.to(compute_dtype(pred_BND)), target_BND.detach())
+        # where(), not a product: a non-decoded token's NaN or inf must not leak in.
+        total = torch.where(decoder_BN, token_loss_BN, 0.0).sum()
+        return self.weight * total / decoder_BN.sum().clamp(min=1)
+
+
+class L1Loss(DecodedTokenLoss):
+    """Mean absolute error per feature of the decoded tokens."""
+
+    def per_token(self, pred_BND: torch.Tensor, target_BND: torch.Tensor) -> torch.Tensor:
+        return (pred_BND - target_BND.to(pred_BND.dtype)).abs().mean(-1)
+
+
+class L2Loss(DecodedTokenLoss):
+    """Mean squared error per feature of the decoded tokens."""
+
+    def per_token(self, pred_BND: torch.Tensor, target_BND: torch.Tensor) -> torch.Tensor:
+        return (pred_BND - target_BND.to(pred_BND.dtype)).square().mean(-1)
+
+
+class CosineSimilarityLoss(DecodedTokenLoss):
+    """Negative cosine similarity of each decoded prediction with its target (-1 at best)."""
+
+    def per_token(self, pred_BND: torch.Tensor, target_BND: torch.Tensor) -> torch.Tensor:
+        return -F.cosine_similarity(pred_BND, target_BND.to(pred_BND.dtype), dim=-1)
+
+
+class CrossEntropyLoss(DecodedTokenLoss):
+    """Cross entropy of the decoded predictions (logits over D classes) with their targets."""
+
+    targets_share_width = False
+
+    def per_token(self, pred_BND: torch.Tensor, target_BND: torch.Tensor) -> torch.Tensor:
+        batch, tokens, classes = pred_BND.shape
+        logits_XD = pred_BND.reshape(-1, classes)
+        if target_BND.is_floating_point():
+            if target_BND.shape != pred_BND.shape:
+                raise ValueError(
+                    f"cross_entropy: class-probability targets {tuple(target_BND.shape)} must "
+                    f"have the predictions' shape {tuple(pred_BND.shape)}; for class indices "
+                    f"pass an integer tensor of width 1"
+                )
+            labels = target_BND.to(pred_BND.dtype).reshape(-1, classes)
+        else:
+            if target_BND.shape[-1] != 1:
+                raise ValueError(
+                    f"cross_entropy: class-index targets must have width 1; got "
+                    f"{tuple(target_BND.shape)} (float targets are read as probabilities)"
+                )
+            # Non-decoded tokens may hold any index (e.g. MISSING fill); they are
+            # masked out after the loss, so clamp them into range for the lookup.
+            labels = target_BND.reshape(-1).long().clamp(0, classes - 1)
+        return F.cross_entropy(logits_XD, labels, reduction="none").reshape(batch, tokens)
+
+
+@dataclasses.dataclass(kw_only=True)
+class DecodedTokenLossConfig(Configurable[DecodedTokenLoss]):
+    """The shared field of the per-token losses' configs."""
+
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_non_negative(type(self).__name__, "weight", self.weight)
+
+
+@dataclasses.dataclass(kw_only=True)
+class L1LossConfig(DecodedTokenLossConfig):
+    """L1 on the decoded tokens (reference `l1`). `weight` multiplies it (reference: 1)."""
+
+    name = "l1"
+
+    def build(self) -> L1Loss:
+        return L1Loss(weight=self.weight)
+
+
+@dataclasses.dataclass(kw_only=True)
+class L2LossConfig(DecodedTokenLossConfig):
+    """Mean squared error on the decoded tokens (reference `l2`). `weight` multiplies it
+    (reference: 1)."""
+
+    name = "l2"
+
+    def build(self) -> L2Loss:
+        return L2Loss(weight=self.weight)
+
+
+@dataclasses.dataclass(kw_only=True)
+class CosineSimilarityLossConfig(DecodedTokenLossConfig):
+    """Negative cosine similarity on the decoded tokens (reference `cosine_similarity`).
+    `weight` multiplies it (reference: 1)."""
+
+    name = "cosine_similarity"
+
+    def build(self) -> CosineSimilarityLoss:
+        return CosineSimilarityLoss(weight=self.weight)
+
+
+@dataclasses.dataclass(kw_only=True)
+class CrossEntropyLossConfig(DecodedTokenLossConfig):
+    """Cross entropy on the decoded tokens (reference `cross_entropy`). `weight` multiplies
+    it (reference: 1)."""
+
+    name = "cross_entropy"
+
+    def build(self) -> CrossEntropyLoss:
+        return CrossEntropyLoss(weight=self.weight)
