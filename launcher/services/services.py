@@ -1,6 +1,7 @@
-"""Dev services on this machine: an OCI registry, a Docker engine, a one-node Slurm cluster.
+"""Dev services on this machine: an OCI registry, a Docker engine, a Slurm cluster.
 
     ./tools/bazel run //tools/services -- start registry|docker|slurm|all [--state_dir=DIR]
+    ./tools/bazel run //tools/services -- start slurm --nodes=2   # two nodes, one per core
     ./tools/bazel run //tools/services -- stop   registry|docker|slurm|all
     ./tools/bazel run //tools/services -- status [registry|docker|slurm|all]
     ./tools/bazel run //tools/services -- env    # export lines: DOCKER_HOST, SLURM_CONF, ...
@@ -19,6 +20,12 @@ loopback or on a Unix socket inside the state directory:
   named localhost at 127.0.0.1 with two partitions, `debug` (default) and `batch`, both on
   that node, so ordered partition lists can be tried; `SLURM_CONF` points clients at it.
   The node runs jobs' images, so bubblewrap is installed with it (used without Docker).
+  `--nodes=N` (N <= 8) runs N nodes devnode1..N instead, one slurmd each on this host (own
+  port, spool, pid and log file; the host's cores and memory split among them), so
+  multi-node jobs (torchrun across nodes, c10d rendezvous) run for real on one machine.
+  The shape persists in slurm.conf; a different --nodes rewrites it and restarts the
+  daemons (refused while jobs are queued). One node stays the default: a node per core
+  would leave no node with 2 CPUs, and the one-node two-process launches need one.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
+import re
 import socket
 import subprocess
 import time
@@ -243,13 +251,53 @@ class Docker(_Service):
         return process.stop_daemon(self.pid_file, self.program, timeout_s=60)
 
 
+# Node states in which a dev node takes or runs jobs (sinfo's %T, flags `*~#` stripped).
+_NODE_UP = ("idle", "mixed", "allocated", "completing")
+# Each dev node is one more slurmd on this host; eight is past any test or demo here and
+# stops a mistyped --nodes=100 from starting a hundred daemons.
+MAX_DEV_NODES = 8
+
+
+def slurm_node_names(count: int) -> list[str]:
+    """Names of a `count`-node dev cluster: `localhost` alone, else devnode1..devnodeN.
+
+    The one-node name stays `localhost` (the cluster's name before it grew nodes, so an
+    existing state directory keeps its files). The devnodeN names resolve through no DNS on
+    purpose: a job that dials a node by name instead of by Slurm's NodeAddr fails here as it
+    would on a cluster whose node names are not host names.
+    """
+    if not 1 <= count <= MAX_DEV_NODES:
+        raise ValueError(
+            f"the dev Slurm cluster has 1 to {MAX_DEV_NODES} nodes (one slurmd each on this "
+            f"host); got {count}: pass --nodes between 1 and {MAX_DEV_NODES}"
+        )
+    if count == 1:
+        return ["localhost"]
+    return [f"devnode{index}" for index in range(1, count + 1)]
+
+
 @dataclasses.dataclass
 class Slurm(_Service):
-    """munged + slurmctld + slurmd: a one-node cluster named `terra-dev`."""
+    """munged + slurmctld + one slurmd per node: a dev cluster named `terra-dev` on this host.
+
+    Args:
+        state_dir: all of the cluster's files.
+        slurmctld_port: the controller's port on 127.0.0.1.
+        slurmd_port: node 1's slurmd port; node i listens on slurmd_port + i - 1.
+        num_nodes: nodes to run; None keeps the shape the state directory has (one node on
+            a fresh one), so a launch that starts the cluster on demand never reshapes it.
+            A number that differs from the running shape rewrites slurm.conf and restarts
+            the daemons, refused while jobs are queued or running (they would be lost).
+    """
 
     state_dir: Path
     slurmctld_port: int = DEFAULT_SLURMCTLD_PORT
     slurmd_port: int = DEFAULT_SLURMD_PORT
+    num_nodes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_nodes is not None:
+            slurm_node_names(self.num_nodes)  # validates the count
 
     @property
     def conf(self) -> Path:
@@ -259,40 +307,92 @@ class Slurm(_Service):
     def munge_socket(self) -> Path:
         return self.state_dir / "munge" / "socket" / "munge.socket"
 
+    @property
+    def nodes(self) -> list[str]:
+        """The node names this service runs: `num_nodes` of them, else slurm.conf's."""
+        if self.num_nodes is not None:
+            return slurm_node_names(self.num_nodes)
+        return self.configured_nodes() or slurm_node_names(1)
+
+    def configured_nodes(self) -> list[str]:
+        """The NodeName entries of the state directory's slurm.conf ([] before the first start)."""
+        try:
+            text = self.conf.read_text()
+        except FileNotFoundError:
+            return []
+        return re.findall(r"^NodeName=(\S+)", text, re.MULTILINE)
+
     def _pid(self, daemon: str) -> Path:
         return self.state_dir / f"{daemon}.pid"
 
+    def _slurmd_file(self, node: str, suffix: str) -> Path:
+        """`slurmd.<suffix>` for the one-node cluster (its names before nodes were added),
+        `slurmd-<node>.<suffix>` for each node of a larger one."""
+        stem = "slurmd" if node == "localhost" else f"slurmd-{node}"
+        return self.state_dir / f"{stem}.{suffix}"
+
     def running(self) -> bool:
-        return all(
-            process.running_pid(self._pid(daemon), daemon) is not None
-            for daemon in ("munged", "slurmctld", "slurmd")
-        )
+        pid_files = [(self._pid("munged"), "munged"), (self._pid("slurmctld"), "slurmctld")]
+        pid_files += [(self._slurmd_file(node, "pid"), "slurmd") for node in self.nodes]
+        return all(process.running_pid(path, daemon) is not None for path, daemon in pid_files)
 
     def env(self) -> dict[str, str]:
         path = os.environ.get("PATH", "/usr/bin:/bin")
         return dict(os.environ, SLURM_CONF=str(self.conf), PATH=f"{path}:/usr/sbin:/sbin")
 
-    def node_state(self) -> str:
+    def node_states(self) -> dict[str, str]:
+        """{node: state} as the controller reports them ({} when it does not answer)."""
         result = subprocess.run(
-            ["sinfo", "-h", "-N", "-o", "%T"], env=self.env(), capture_output=True, text=True
+            ["sinfo", "-h", "-N", "-o", "%N %T"], env=self.env(), capture_output=True, text=True
         )
-        return (
-            result.stdout.strip().splitlines()[0]
-            if result.returncode == 0 and result.stdout
-            else ""
-        )
+        if result.returncode != 0:
+            return {}
+        pairs = (line.split() for line in result.stdout.splitlines())
+        return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+
+    def node_state(self) -> str:
+        """The node states in one line, for messages (`devnode1=idle devnode2=down*`)."""
+        return " ".join(f"{node}={state}" for node, state in self.node_states().items())
 
     def healthy(self) -> bool:
-        state = self.node_state().rstrip("*~#")
-        return state in ("idle", "mixed", "allocated", "completing")
+        """The controller knows exactly this service's nodes and every one takes jobs."""
+        states = self.node_states()
+        return sorted(states) == sorted(self.nodes) and all(
+            state.rstrip("*~#") in _NODE_UP for state in states.values()
+        )
 
-    def _write_conf(self) -> None:
-        cpus = os.cpu_count() or 1
-        memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+    def _node_up(self, node: str) -> bool:
+        return self.node_states().get(node, "").rstrip("*~#") in _NODE_UP
+
+    def conf_text(self, cpus: int, memory_mb: int) -> str:
+        """slurm.conf for `self.nodes` on a host with `cpus` cores and `memory_mb` to give."""
         s = self.state_dir
-        memory_mb = max(memory_mb - 512, 256)
-        self.conf.write_text(
-            f"""# Generated by launcher/services/services.py: a one-node dev cluster on loopback.
+        nodes = self.nodes
+        if len(nodes) == 1:
+            spool, pid_file, log_file = s / "spool", s / "slurmd.internal.pid", s / "slurmd.log"
+            node_lines = [
+                f"NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} "
+                "State=UNKNOWN"
+            ]
+            what = "a one-node dev cluster on loopback"
+        else:
+            # Several slurmd on one host: each needs its own port, spool, pid and log file
+            # (%n is the name `slurmd -N` was given). The host's cores and memory are split
+            # so the nodes together offer what the machine has: 2 cores make two one-CPU
+            # nodes, and a two-node job gets one core per node, as it would on real nodes.
+            spool, pid_file = s / "spool" / "%n", s / "slurmd-%n.internal.pid"
+            log_file = s / "slurmd-%n.log"
+            node_cpus = max(1, cpus // len(nodes))
+            node_memory = max(256, memory_mb // len(nodes))
+            node_lines = [
+                f"NodeName={node} NodeAddr=127.0.0.1 NodeHostname=localhost "
+                f"Port={self.slurmd_port + index} CPUs={node_cpus} RealMemory={node_memory} "
+                "State=UNKNOWN"
+                for index, node in enumerate(nodes)
+            ]
+            what = f"a {len(nodes)}-node dev cluster on loopback, every slurmd on this host"
+        node_list = ",".join(nodes)
+        return f"""# Generated by launcher/services/services.py: {what}.
 ClusterName=terra-dev
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort={self.slurmctld_port}
@@ -304,11 +404,11 @@ AuthType=auth/munge
 AuthInfo=socket={self.munge_socket}
 CredType=cred/munge
 StateSaveLocation={s / "state"}
-SlurmdSpoolDir={s / "spool"}
+SlurmdSpoolDir={spool}
 SlurmctldPidFile={s / "slurmctld.internal.pid"}
-SlurmdPidFile={s / "slurmd.internal.pid"}
+SlurmdPidFile={pid_file}
 SlurmctldLogFile={s / "slurmctld.log"}
-SlurmdLogFile={s / "slurmd.log"}
+SlurmdLogFile={log_file}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -321,12 +421,16 @@ ReturnToService=2
 MinJobAge=600
 MpiDefault=none
 PlugStackConfig={s / "plugstack.conf"}
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
-PartitionName=batch Nodes=localhost Default=NO MaxTime=INFINITE State=UP
+{chr(10).join(node_lines)}
+PartitionName=debug Nodes={node_list} Default=YES MaxTime=INFINITE State=UP
+PartitionName=batch Nodes={node_list} Default=NO MaxTime=INFINITE State=UP
 """
-        )
-        (s / "plugstack.conf").write_text("")
+
+    def _write_conf(self) -> None:
+        cpus = os.cpu_count() or 1
+        memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+        self.conf.write_text(self.conf_text(cpus, max(memory_mb - 512, 256)))
+        (self.state_dir / "plugstack.conf").write_text("")
 
     def _start_munge(self) -> None:
         munge_dir = self.state_dir / "munge"
@@ -361,8 +465,34 @@ PartitionName=batch Nodes=localhost Default=NO MaxTime=INFINITE State=UP
             timeout_s=20,
         )
 
+    def _queued_jobs(self) -> list[str]:
+        """Ids of the jobs the controller holds (pending, running, completing); [] when no
+        controller of ours runs or it does not answer."""
+        if process.running_pid(self._pid("slurmctld"), "slurmctld") is None:
+            return []
+        result = subprocess.run(
+            ["squeue", "-h", "-o", "%i"], env=self.env(), capture_output=True, text=True
+        )
+        return result.stdout.split() if result.returncode == 0 else []
+
+    def _stop_for_reshape(self, configured: list[str]) -> None:
+        """Stop the controller and the `configured` nodes' slurmd, so that the new slurm.conf
+        is read by all; refused while the cluster holds jobs (a node they run on may go)."""
+        if jobs := self._queued_jobs():
+            raise RuntimeError(
+                f"the dev Slurm cluster holds {len(jobs)} job(s) ({', '.join(jobs[:5])}); "
+                f"reshaping it from {len(configured)} to {len(self.nodes)} node(s) restarts "
+                "its daemons and would lose them: wait for them or scancel them, then start "
+                "it again"
+            )
+        for node in configured:
+            process.stop_daemon(self._slurmd_file(node, "pid"), "slurmd")
+        process.stop_daemon(self._pid("slurmctld"), "slurmctld")
+
     def _start(self) -> str:
-        if self.running() and self.healthy():
+        nodes = self.nodes
+        configured = self.configured_nodes()
+        if configured == nodes and self.running() and self.healthy():
             return str(self.conf)
         # The node is this machine and runs each job's image through run_image.py; without a
         # Docker engine that is bubblewrap, so the node gets it with the daemons.
@@ -371,11 +501,14 @@ PartitionName=batch Nodes=localhost Default=NO MaxTime=INFINITE State=UP
         )
         if os.geteuid() != 0:
             raise RuntimeError("the dev Slurm cluster runs its daemons as root; start it as root")
-        for port in (self.slurmctld_port, self.slurmd_port):
-            daemon_running = any(
-                process.running_pid(self._pid(d), d) for d in ("slurmctld", "slurmd")
-            )
-            if _port_open("127.0.0.1", port) and not daemon_running:
+        if configured and configured != nodes:
+            self._stop_for_reshape(configured)
+        slurmd_pids = {node: self._slurmd_file(node, "pid") for node in nodes}
+        ours_running = process.running_pid(self._pid("slurmctld"), "slurmctld") or any(
+            process.running_pid(path, "slurmd") for path in slurmd_pids.values()
+        )
+        for port in (self.slurmctld_port, *(self.slurmd_port + i for i in range(len(nodes)))):
+            if _port_open("127.0.0.1", port) and not ours_running:
                 raise RuntimeError(
                     f"port {port} on 127.0.0.1 is used by a process we did not start"
                 )
@@ -398,25 +531,30 @@ PartitionName=batch Nodes=localhost Default=NO MaxTime=INFINITE State=UP
                 timeout_s=30,
                 env=env,
             )
-        if process.running_pid(self._pid("slurmd"), "slurmd") is None:
-            process.start_daemon(
-                [process.program("slurmd"), "-D", "-f", str(self.conf), "-N", "localhost"],
-                self._pid("slurmd"),
-                self.state_dir / "slurmd.out",
-                ready=self.healthy,
-                timeout_s=30,
-                env=env,
-            )
+        for node, pid_file in slurmd_pids.items():
+            if process.running_pid(pid_file, "slurmd") is None:
+                process.start_daemon(
+                    [process.program("slurmd"), "-D", "-f", str(self.conf), "-N", node],
+                    pid_file,
+                    self._slurmd_file(node, "out"),
+                    ready=lambda node=node: self._node_up(node),
+                    timeout_s=30,
+                    env=env,
+                )
         deadline = time.monotonic() + 30
         while not self.healthy():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the Slurm node did not become idle: {self.node_state()!r}")
+                raise RuntimeError(
+                    f"the Slurm nodes did not all become idle: {self.node_state()!r}"
+                )
             time.sleep(0.3)
         return str(self.conf)
 
     def _stop(self) -> bool:
         stopped = False
-        for daemon in ("slurmd", "slurmctld", "munged"):
+        for node in dict.fromkeys([*self.configured_nodes(), *self.nodes]):
+            stopped |= process.stop_daemon(self._slurmd_file(node, "pid"), "slurmd")
+        for daemon in ("slurmctld", "munged"):
             stopped |= process.stop_daemon(self._pid(daemon), daemon)
         return stopped
 
@@ -429,5 +567,5 @@ def docker(state_root: Path | None = None) -> Docker:
     return Docker((state_root or default_state_root()) / "docker")
 
 
-def slurm(state_root: Path | None = None) -> Slurm:
-    return Slurm((state_root or default_state_root()) / "slurm")
+def slurm(state_root: Path | None = None, num_nodes: int | None = None) -> Slurm:
+    return Slurm((state_root or default_state_root()) / "slurm", num_nodes=num_nodes)

@@ -156,6 +156,82 @@ def test_slurm_cluster_runs_a_batch_job_and_listens_on_loopback(state_root):
     assert not slurm.running()
 
 
+def _wait_for_job(job_id: str, env: dict[str, str], timeout_s: float = 60) -> str:
+    deadline = time.monotonic() + timeout_s
+    state = ""
+    while time.monotonic() < deadline:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True
+        ).stdout
+        state = re.search(r"JobState=(\w+)", shown).group(1)
+        if state in ("COMPLETED", "FAILED", "CANCELLED"):
+            break
+        time.sleep(0.5)
+    return state
+
+
+def test_a_one_node_slurm_state_restarted_as_two_nodes_runs_a_job_on_both(state_root):
+    """An existing one-node state directory started with two nodes: conf rewritten, daemons
+    restarted, two slurmd on their own ports, and one job's tasks land one on each node."""
+    one = services.Slurm(state_root / "slurm", slurmctld_port=6927, slurmd_port=6928)
+    two = services.Slurm(state_root / "slurm", slurmctld_port=6927, slurmd_port=6928, num_nodes=2)
+    try:
+        conf = one.start()
+        controller = _pid(one.state_dir / "slurmctld.pid")
+        assert two.start_reporting() == (conf, True)
+        assert two.running() and two.healthy()
+        assert _pid(two.state_dir / "slurmctld.pid") != controller  # restarted on the new conf
+        # The one-node slurmd is gone, not left beside the two new ones.
+        assert process.running_pid(one.state_dir / "slurmd.pid", "slurmd") is None
+        ports = {
+            node: _listening_addresses(_pid(two.state_dir / f"slurmd-{node}.pid"))
+            for node in ("devnode1", "devnode2")
+        }
+        assert ports == {"devnode1": ["127.0.0.1:6928"], "devnode2": ["127.0.0.1:6929"]}
+        # A start without a node count (what a launch does) keeps both nodes and daemons.
+        kept = services.Slurm(state_root / "slurm", slurmctld_port=6927, slurmd_port=6928)
+        assert kept.start_reporting() == (conf, False)
+
+        script = state_root / "job.sh"
+        script.write_text("#!/bin/sh\nsrun --label sh -c 'echo on $SLURMD_NODENAME' | sort\n")
+        env = dict(os.environ, SLURM_CONF=conf)
+        job_id = subprocess.run(
+            ["sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=1",
+             f"--output={state_root}/out-%j.txt", str(script)],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        assert _wait_for_job(job_id, env) == "COMPLETED"
+        output = (state_root / f"out-{job_id}.txt").read_text()
+        assert output == "0: on devnode1\n1: on devnode2\n"
+
+        # Reshaping while the cluster holds a job would lose it: refused, daemons untouched.
+        waiting = subprocess.run(
+            ["sbatch", "--parsable", "--nodes=2", "--begin=now+1hour", "--wrap=true"],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        back_to_one = services.Slurm(
+            state_root / "slurm", slurmctld_port=6927, slurmd_port=6928, num_nodes=1
+        )
+        with pytest.raises(RuntimeError, match=rf"holds 1 job\(s\) \({waiting}\).*scancel"):
+            back_to_one.start()
+        assert two.running() and two.healthy()
+        subprocess.run(["scancel", waiting], env=env, check=True)
+        deadline = time.monotonic() + 30
+        while back_to_one._queued_jobs() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert back_to_one.start() == conf  # and back: one node named localhost again
+        assert back_to_one.healthy() and back_to_one.nodes == ["localhost"]
+    finally:
+        assert two.stop() is True
+    assert not two.running() and not one.running()
+    leftover = [
+        path.name
+        for path in (state_root / "slurm").glob("*.pid")
+        if process.running_pid(path, path.stem.partition("-")[0]) is not None
+    ]
+    assert leftover == []
+
+
 def test_docker_engine_answers_on_its_socket_and_opens_no_tcp_port(state_root):
     docker = services.docker(state_root)
     try:
