@@ -47,13 +47,14 @@ def test_loader_vs_step_worker_counts() -> None:
     [
         (train_step, ["--patch", "1,9"], "train_step: --patch values must be in 1..8, got 1,9"),
         (train_step, ["--size", "huge"], "train_step: --size: invalid value 'huge'"),
+        (train_step, ["--accelerator", "B300"], "train_step: --accelerator: unknown accelerator"),
         (embed, ["--device", "tpu"], "embed: --device: invalid value 'tpu'"),
         (embed, ["--repeats", "0"], "embed: --repeats: invalid int value '0'"),
         (data, ["--batches", "x"], "data: --batches: invalid int value 'x'"),
         (loader_vs_step, ["--workers", "two"], "loader_vs_step: --workers takes comma-separated"),
         (loader_vs_step, ["stray"], "loader_vs_step: unexpected argument 'stray'"),
     ],
-    ids=["patch", "size", "device", "repeats", "batches", "workers", "positional"],
+    ids=["patch", "size", "accelerator", "device", "repeats", "batches", "workers", "positional"],
 )
 def test_bad_values_are_one_line_and_exit_2(tool, argv, fragment, capsys) -> None:
     assert tool.main(argv) == 2

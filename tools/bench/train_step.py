@@ -21,9 +21,11 @@ seconds per step (wall, and CPU time of the process: on a shared machine the CPU
 comparison that holds up), samples/s, tokens/s (each instance's tokens counted once, as the
 budget counts them), GFLOP per step and GFLOP/s (tools/bench/measure.py), their fraction of
 the peak of a 2048^3 matmul in the same dtype timed in the same rounds as the steps (per wall
-second and per CPU second), and peak memory (parameters, buffers, optimizer state and batch
-held before the step, plus the most torch allocated during one steady-state step); then
-ours / reference ratios (speed: > 1 means ours is faster).
+second and per CPU second), MFU on a GPU (those FLOPs per wall second over the GPU's dense
+peak in --dtype, tools/bench/mfu.py; --accelerator names the GPU when its device name is not
+recognised), and peak memory (parameters, buffers, optimizer state and batch held before the
+step, plus the most torch allocated during one steady-state step); then ours / reference
+ratios (speed: > 1 means ours is faster).
 
 Defaults keep a run to a few minutes on two idle cores: B = 1 and 4 x 4 patches (T = 12, 1248
 tokens per instance). With B = 1 no sample is padded; --batch-size 4 (or more) shows what
@@ -32,7 +34,8 @@ machine shared with other jobs use --threads 1: two OpenMP threads that are desc
 turn spin-wait for each other (measured here: 3x the CPU time of one thread per step).
 
 The --device cuda path synchronizes around every timed step and reads CUDA allocator peaks;
-it has not been measured here (no GPU on the development machine).
+it has not been measured here (no GPU on the development machine); tools/bench/gpu_check.sh
+runs it on the first GPU machine.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ from models.latent_mim.latent_mim import LatentMIMConfig
 from models.losses.info_nce import InfoNCELossConfig
 from models.losses.patch_discrimination import ModalityPatchDiscriminationLossConfig
 from models.modalities import modalities
-from tools.bench import batches, measure
+from models.train import accelerators
+from tools.bench import batches, measure, mfu
 from tools.bench.reference import load_reference
 
 TAU = 0.1
@@ -277,6 +281,13 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_boolean("no-reference", False, "time ours only", flag_values=FLAGS)
 flags.DEFINE_integer("seed", 0, "seed of the batches", flag_values=FLAGS)
+flags.DEFINE_string(
+    "accelerator",
+    None,
+    "GPU whose dense peak MFU is quoted against (models/train/accelerators.py; default: the "
+    "CUDA device's own entry)",
+    flag_values=FLAGS,
+)
 
 
 def resolve_defaults(args: types.SimpleNamespace) -> types.SimpleNamespace:
@@ -291,6 +302,11 @@ def resolve_defaults(args: types.SimpleNamespace) -> types.SimpleNamespace:
         raise app.UsageError(f"--patch values must be in 1..8, got {patch}")
     args.patch_sizes = [int(p) for p in args.patch]
     args.patch = patch
+    if args.accelerator:
+        try:
+            accelerators.get(args.accelerator)
+        except ValueError as error:
+            raise app.UsageError(f"--accelerator: {error}") from None
     return args
 
 
@@ -309,9 +325,17 @@ def run(args: types.SimpleNamespace) -> None:
     )
     if reference_batch is None:
         print(f"reference: not measured ({why})")
+    accelerator, chosen = mfu.resolve_accelerator(device, args.accelerator)
+    if accelerator is None:
+        print(chosen)
+    else:
+        print(
+            f"MFU against {chosen}: {accelerator.peak_flops(dtype) / 1e12:.1f} TFLOP/s dense "
+            f"{args.dtype} peak"
+        )
     on_cpu = device.type == "cpu"
     header = ["P", "impl", "s/step", "spread", "cpu s/step", "samples/s", "tokens/s"]
-    header += ["GFLOP", "GFLOP/s", "% peak", "GFLOP/cpu-s", "% peak (cpu)", "peak MB"]
+    header += ["GFLOP", "GFLOP/s", "% peak", "GFLOP/cpu-s", "% peak (cpu)", "MFU", "peak MB"]
     rows, ratio_rows = [], []
     for patch_size in args.patch_sizes:
         shape = batches.budget_shape(
@@ -355,6 +379,9 @@ def run(args: types.SimpleNamespace) -> None:
                     f"{rate / peak.wall:.0%}",
                     f"{cpu_rate:.1f}" if on_cpu else "-",
                     f"{cpu_rate / peak.cpu:.0%}" if on_cpu else "-",
+                    f"{mfu.mfu(result.flops, wall, accelerator.peak_flops(dtype)):.1%}"
+                    if accelerator is not None
+                    else "-",
                     f"{result.peak_bytes / 2**20:.0f}",
                 ]
             )
