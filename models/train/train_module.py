@@ -432,11 +432,18 @@ class ContrastiveLatentMIMTrainModule:
             norm = norm.full_tensor()
         return float(norm)
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, *, model_and_optimizer: bool = True) -> dict[str, Any]:
         """Model, optimizer, schedule and token count. Collective under fsdp/hsdp: call on
         every rank. The sharded model and optimizer are gathered into full tensors on rank
         0's CPU (other ranks get empty dicts), keyed like the unsharded model's, so one
-        file of rank 0 holds them; the optimizer state is keyed by parameter name."""
+        file of rank 0 holds them; the optimizer state is keyed by parameter name.
+
+        `model_and_optimizer=False`: the schedule and token count alone, nothing gathered
+        (a sharded checkpoint writes `self.model` and `self.optimizer` itself with
+        torch.distributed.checkpoint: models/train/checkpoint.py's `save_sharded`)."""
+        rest = {"scheduler": self.scheduler.state_dict(), "tokens_seen": self.tokens_seen}
+        if not model_and_optimizer:
+            return rest
         if self.sharded:
             options = StateDictOptions(full_state_dict=True, cpu_offload=True)
             model_state = get_model_state_dict(self.model, options=options)
@@ -444,22 +451,21 @@ class ContrastiveLatentMIMTrainModule:
         else:
             model_state = self.model.state_dict()
             optim_state = self.optimizer.state_dict()
-        return {
-            "model": model_state,
-            "optim": optim_state,
-            "scheduler": self.scheduler.state_dict(),
-            "tokens_seen": self.tokens_seen,
-        }
+        return {"model": model_state, "optim": optim_state, **rest}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores `state_dict()`'s output; under fsdp/hsdp every rank passes the full
-        state and keeps its own shards."""
-        if self.sharded:
-            options = StateDictOptions(full_state_dict=True)
-            set_model_state_dict(self.model, state["model"], options=options)
-            set_optimizer_state_dict(self.model, self.optimizer, state["optim"], options=options)
-        else:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optim"])
+        state and keeps its own shards. A state without "model" and "optim" (that of
+        `state_dict(model_and_optimizer=False)`) restores the schedule and token count alone."""
+        if "model" in state or "optim" in state:
+            if self.sharded:
+                options = StateDictOptions(full_state_dict=True)
+                set_model_state_dict(self.model, state["model"], options=options)
+                set_optimizer_state_dict(
+                    self.model, self.optimizer, state["optim"], options=options
+                )
+            else:
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optim"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.tokens_seen = int(state["tokens_seen"])

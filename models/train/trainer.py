@@ -65,7 +65,12 @@ class Duration:
 
 
 class TrainModule(Protocol):
-    """What the trainer needs from a train module."""
+    """What the trainer needs from a train module.
+
+    A module that also has a `model` (nn.Module) and an `optimizer` is checkpointed
+    sharded (`Trainer.checkpoint_parts`): its `state_dict(model_and_optimizer=False)` gives
+    the rest of its state, and `load_state_dict` takes that rest alone.
+    """
 
     def train_batch(self, batch: Any, step: int) -> Metrics: ...
 
@@ -395,16 +400,17 @@ class Trainer:
         Plain parts hold only tensors and plain values (`checkpoint.check_plain`), so that a
         resume loads them with `torch.load(weights_only=True)`.
         """
-        module_state = dict(self.train_module.state_dict())
         parts: dict[str, Any] = {}
         sharded = _sharded_state(self.train_module)
-        for name in checkpoint.SHARDED_PARTS:
-            if name in module_state:
-                state = module_state.pop(name)
-                if sharded is None:
-                    parts[name] = state
         if sharded is not None:
+            # Nothing is gathered: each rank writes its own shards of these two.
+            module_state = dict(self.train_module.state_dict(model_and_optimizer=False))
             parts[checkpoint.SHARDED_DIR] = sharded
+        else:
+            module_state = dict(self.train_module.state_dict())
+            for name in checkpoint.SHARDED_PARTS:
+                if name in module_state:
+                    parts[name] = module_state.pop(name)
         parts["trainer"] = {
             "step": self.step,
             "world_size": self.env.world_size,
@@ -440,11 +446,6 @@ class Trainer:
                 f"this {type(self.train_module).__name__} has no `model` and `optimizer` to "
                 "restore it into"
             )
-        if shards is not None:
-            # The module's load_state_dict restores all its entries: it gets its own model
-            # and optimizer state for those two (a no-op), then DCP overwrites both.
-            module_state["model"] = sharded.model.state_dict()
-            module_state["optim"] = sharded.optimizer.state_dict()
         for name in checkpoint.SHARDED_PARTS:
             if name in parts:
                 module_state[name] = parts[name]
