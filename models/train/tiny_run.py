@@ -169,7 +169,10 @@ class RankMergedLoader:
         return {"ranks": [loader.state_dict() for loader in self.loaders]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for loader, rank_state in zip(self.loaders, state["ranks"], strict=True):
+        """Its own state, or one rank's loader state of an R-rank run's checkpoint: the
+        position (epoch, batches consumed) is global, so every rank's loader takes it."""
+        rank_states = state["ranks"] if "ranks" in state else [state] * len(self.loaders)
+        for loader, rank_state in zip(self.loaders, rank_states, strict=True):
             loader.load_state_dict(rank_state)
 
 
