@@ -1,11 +1,15 @@
-"""`random_time_with_decode` (v1.1): decode-only maps, band-set roles, random and time modes."""
+"""`random_time_with_decode` (v1.1): decode-only maps, band-set roles, random and time modes;
+`random_with_decode`, its always-random form."""
 
 import math
 
 import torch
 
 from models.masking.testing import count, tiny_sample
-from models.masking.with_decode import RandomTimeWithDecodeMaskingConfig
+from models.masking.with_decode import (
+    RandomTimeWithDecodeMaskingConfig,
+    RandomWithDecodeMaskingConfig,
+)
 from models.modalities import modalities
 from models.modalities.samples import MaskValue
 
@@ -103,3 +107,17 @@ def test_random_ratio_chooses_time_masking_about_half_the_time():
     # In time mode each (sample, band set, timestep) holds a single value.
     per_step_constant = (masks == masks[:, :1, :1]).reshape(64, -1).all(-1)
     assert 16 <= int(per_step_constant.sum()) <= 48  # Binomial(64, 0.5): mean 32, std 4
+
+
+def test_random_with_decode_is_random_time_with_decode_that_never_masks_by_time():
+    sample = tiny_sample(batch=8, size=4, steps=4)
+    for seed in range(3):
+        generator = torch.Generator().manual_seed(seed)
+        ours = RandomWithDecodeMaskingConfig().build().apply(sample, 1, generator).masks
+        always_random = _masks(sample, seed=seed, random_ratio=1.0)
+        assert all(torch.equal(ours[name], always_random[name]) for name in ours)
+    # Never by time: within an encode band set, encoder tokens are spread over the
+    # timesteps rather than filling whole ones.
+    s2 = ours["sentinel2_l2a"]
+    whole_steps = (s2 == s2[:, :1, :1]).all(dim=(1, 2))  # [B, T, S]
+    assert not whole_steps.all()
