@@ -82,6 +82,33 @@ _ARRAY_SHARED_FIELDS = (
 )
 # The rendezvous and restart variables the script exports for the runner to pass on.
 _RENDEZVOUS = ("NNODES", "RDZV_ENDPOINT", "RDZV_ID", "JOB_ID", "RESTART")
+# The rendezvous host: the first node at the address Slurm has for it. Node names need not
+# resolve through DNS (the dev cluster's devnode1..N do not; on most clusters NodeAddr is
+# the host name anyway); without a NodeAddr the name is dialled, as before, and said so.
+RENDEZVOUS_HOST_LINES = (
+    'rdzv_host="$(scontrol show node -o "${nodes[0]}" | grep -o \'NodeAddr=[^ ]*\' | cut -d= -f2'
+    ' || true)"',
+    'if [ -z "${rdzv_host}" ]; then',
+    '  echo "[terra-lab] Slurm gives no NodeAddr for ${nodes[0]}; the rendezvous dials'
+    ' ${nodes[0]}" >&2',
+    '  rdzv_host="${nodes[0]}"',
+    "fi",
+)
+# torchrun's own options through its PET_<OPTION> variables: tee each worker's output to the
+# console (3: stdout and stderr) with its global rank in front, so `jobs logs` shows every
+# rank's lines apart ("1: [rank1]: ..." is node task 1, rank 1). One process alone runs
+# without torchrun (the image's entrypoint), and is rank 0.
+_RANK_LABEL = ("PET_TEE", "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE")
+RANK_LABEL_LINES = (
+    "export PET_TEE=3",
+    "export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[rank${rank}]: '",
+)
+# What srun runs on each node: run_image.py ($0, then its arguments) under a container name
+# of its own per node: the dev cluster's nodes share one host, and so one Docker engine.
+NODE_RUNNER = (
+    'exec python3 "$0" --name "terra-${SLURM_JOB_ID}-${SLURM_RESTART_COUNT:-0}-${SLURMD_NODENAME}"'
+    ' "$@"'
+)
 
 
 class SlurmError(RuntimeError):
@@ -208,29 +235,33 @@ class SlurmBackend(Backend):
         return directives
 
     @staticmethod
-    def _start_lines(job_id: str, runner_command: str, entrypoint_args: str) -> list[str]:
+    def _start_lines(job_id: str, runner: str, entrypoint_args: str) -> list[str]:
         """From the banner to `srun`: rendezvous from Slurm's environment, one runner per node.
 
         `job_id` is the shell expression of the id the launcher knows the job by; the
-        rendezvous uses SLURM_JOB_ID, which every task of an array has of its own.
+        rendezvous uses SLURM_JOB_ID, which every task of an array has of its own. `runner`
+        is the shell words of run_image.py's path and arguments (before `--pass-env`).
         """
         return [
             f'echo "[terra-lab] job {job_id} (restart ${{SLURM_RESTART_COUNT:-0}}) on'
             ' ${SLURM_JOB_NODELIST}"',
             'nodes=($(scontrol show hostnames "${SLURM_JOB_NODELIST}"))',
+            *RENDEZVOUS_HOST_LINES,
             'export TERRA_LAB_NNODES="${SLURM_JOB_NUM_NODES}"',
-            'export TERRA_LAB_RDZV_ENDPOINT="${nodes[0]}:$((29500 + SLURM_JOB_ID % 10000))"',
+            'export TERRA_LAB_RDZV_ENDPOINT="${rdzv_host}:$((29500 + SLURM_JOB_ID % 10000))"',
             'export TERRA_LAB_RDZV_ID="${SLURM_JOB_ID}"',
             f'export TERRA_LAB_JOB_ID="{job_id}"',
             'export TERRA_LAB_RESTART="${SLURM_RESTART_COUNT:-0}"',
-            "# One runner per node; each starts torchrun with the node's processes.",
+            *RANK_LABEL_LINES,
+            "# One runner per node; each starts torchrun with the node's processes. --label",
+            "# prefixes each line of the log with the node's task number (0: ..., 1: ...).",
             # --export=ALL: sbatch --export limits steps to its list, not to the TERRA_LAB_ above.
-            "srun --export=ALL --ntasks-per-node=1 --kill-on-bad-exit=1 \\",
+            "srun --export=ALL --ntasks-per-node=1 --kill-on-bad-exit=1 --label \\",
             " ".join(
                 [
-                    f"  {runner_command}",
+                    f"  bash -c {shlex.quote(NODE_RUNNER)} {runner}",
                     *(f"--pass-env TERRA_LAB_{name}" for name in _RENDEZVOUS),
-                    '--name "terra-${SLURM_JOB_ID}-${SLURM_RESTART_COUNT:-0}"',
+                    *(f"--pass-env {name}" for name in _RANK_LABEL),
                     f"-- {entrypoint_args}",
                 ]
             ),
@@ -249,7 +280,7 @@ class SlurmBackend(Backend):
             "set -euo pipefail",
             *self._start_lines(
                 "${SLURM_JOB_ID}",
-                shlex.join(["python3", str(runner), *job.runner_args()]),
+                shlex.join([str(runner), *job.runner_args()]),
                 shlex.join(job.args),
             ),
         ]
@@ -310,7 +341,7 @@ class SlurmBackend(Backend):
             "esac",
             *self._start_lines(
                 "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}",
-                f'{shlex.join(["python3", str(runner)])} "${{runner_args[@]}}"',
+                f'{shlex.quote(str(runner))} "${{runner_args[@]}}"',
                 '"${entrypoint_args[@]}"',
             ),
         ]

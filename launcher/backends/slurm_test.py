@@ -63,13 +63,119 @@ def test_script_derives_the_rendezvous_from_slurm_and_runs_the_image_by_digest(t
     backend = SlurmBackend(None, tmp_path / "index")
     job = _job(tmp_path)
     script = backend.batch_script(job, job.job_dir / "run_image.py", "")
-    assert 'TERRA_LAB_RDZV_ENDPOINT="${nodes[0]}:$((29500 + SLURM_JOB_ID % 10000))"' in script
+    assert 'TERRA_LAB_RDZV_ENDPOINT="${rdzv_host}:$((29500 + SLURM_JOB_ID % 10000))"' in script
     assert "--image terra-lab@" + DIGEST in script
     assert "--env TERRA_LAB_NPROC_PER_NODE=4" in script
     assert "--pass-env TERRA_LAB_RDZV_ENDPOINT" in script
     assert script.rstrip().endswith("-- nano nano_smoke slurm --launch.num_gpus=2")
     assert "--partition" not in script  # no preference: Slurm's default partition
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+# -- several nodes: where they meet, what each node runs, whose line a log line is ------------
+
+# run_image.py's stand-in: writes what it was given on this node to <out>/<node>.json.
+_RECORDING_RUNNER = """
+import json, os, sys
+node = os.environ["SLURMD_NODENAME"]
+seen = {name: os.environ.get(name) for name in (
+    "TERRA_LAB_RDZV_ENDPOINT", "TERRA_LAB_RDZV_ID", "TERRA_LAB_NNODES",
+    "PET_TEE", "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE")}
+with open(os.path.join(os.environ["RUNNER_OUT"], node + ".json"), "w") as out:
+    json.dump({"argv": sys.argv[1:], "env": seen}, out)
+print("runner up on", node)
+"""
+
+
+def _run_two_node_job(tmp_path: Path, monkeypatch, node_addr: str | None):
+    """The batch script of a 2-node job, run as Slurm would with job id 4242 on devnode1 and
+    devnode2: scontrol answers for that allocation (`node_addr`: devnode1's NodeAddr, None:
+    Slurm shows none); srun runs its command once per node, with SLURMD_NODENAME and
+    SLURM_NODEID set, and labels each output line with the task number as --label does."""
+    bin_dir = tmp_path / "fake-slurm"
+    bin_dir.mkdir()
+    addr = f" NodeAddr={node_addr}" if node_addr else ""
+    (bin_dir / "scontrol").write_text(
+        "#!/bin/sh\n"
+        'if [ "$2" = hostnames ]; then printf "devnode1\\ndevnode2\\n"; exit 0; fi\n'
+        f'if [ "$2" = node ]; then echo "NodeName=$4 Arch=x86_64{addr} State=IDLE"; exit 0; fi\n'
+        "exit 1\n"
+    )
+    (bin_dir / "srun").write_text(
+        "#!/bin/bash\n"
+        'while [ "${1#--}" != "$1" ]; do shift; done  # srun options\n'
+        "for task in 0 1; do\n"
+        '  SLURMD_NODENAME="devnode$((task + 1))" SLURM_NODEID=$task "$@" | sed "s/^/$task: /"\n'
+        "done\n"
+    )
+    for fake in bin_dir.iterdir():
+        fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    runner = tmp_path / "run_image.py"
+    runner.write_text(_RECORDING_RUNNER)
+    (tmp_path / "out").mkdir()
+    job = _job(tmp_path, procs_per_node=1, gpus_per_node=0)
+    script = SlurmBackend(None, tmp_path / "index").batch_script(job, runner, "")
+    env = dict(
+        os.environ,
+        SLURM_JOB_ID="4242",
+        SLURM_JOB_NODELIST="devnode[1-2]",
+        SLURM_JOB_NUM_NODES="2",
+        RUNNER_OUT=str(tmp_path / "out"),
+    )
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    seen = {
+        node: json.loads((tmp_path / "out" / f"{node}.json").read_text())
+        for node in ("devnode1", "devnode2")
+    }
+    return result, seen
+
+
+def test_two_nodes_meet_at_the_first_nodes_address_from_slurm_not_its_name(tmp_path, monkeypatch):
+    # The dev cluster's node names resolve through no DNS; Slurm knows their address.
+    result, seen = _run_two_node_job(tmp_path, monkeypatch, node_addr="127.0.0.1")
+    for node in ("devnode1", "devnode2"):
+        env = seen[node]["env"]
+        assert env["TERRA_LAB_RDZV_ENDPOINT"] == f"127.0.0.1:{29500 + 4242}"
+        assert env["TERRA_LAB_RDZV_ID"] == "4242" and env["TERRA_LAB_NNODES"] == "2"
+    assert "NodeAddr" not in result.stderr
+
+
+def test_without_a_node_address_the_rendezvous_dials_the_node_name_and_says_so(
+    tmp_path, monkeypatch
+):
+    result, seen = _run_two_node_job(tmp_path, monkeypatch, node_addr=None)
+    assert seen["devnode2"]["env"]["TERRA_LAB_RDZV_ENDPOINT"] == f"devnode1:{29500 + 4242}"
+    assert "Slurm gives no NodeAddr for devnode1; the rendezvous dials devnode1" in result.stderr
+
+
+def test_each_node_runs_the_image_under_a_container_name_of_its_own(tmp_path, monkeypatch):
+    # Two dev nodes share one host and so one Docker engine: one name each, or one fails.
+    _, seen = _run_two_node_job(tmp_path, monkeypatch, node_addr="127.0.0.1")
+    names = {node: seen[node]["argv"][seen[node]["argv"].index("--name") + 1] for node in seen}
+    assert names == {"devnode1": "terra-4242-0-devnode1", "devnode2": "terra-4242-0-devnode2"}
+    for node in seen:
+        argv = seen[node]["argv"]
+        assert argv[argv.index("--") + 1 :] == [
+            "nano",
+            "nano_smoke",
+            "slurm",
+            "--launch.num_gpus=2",
+        ]
+
+
+def test_log_lines_carry_the_node_task_and_torchrun_is_told_to_prefix_the_global_rank(
+    tmp_path, monkeypatch
+):
+    result, seen = _run_two_node_job(tmp_path, monkeypatch, node_addr="127.0.0.1")
+    assert "0: runner up on devnode1\n1: runner up on devnode2\n" in result.stdout
+    for node in seen:
+        # torchrun reads its options from PET_<OPTION>: --tee 3 copies each worker's stdout
+        # and stderr to the console, with ${rank} (the global rank) in front of every line.
+        env = seen[node]["env"]
+        assert env["PET_TEE"] == "3"
+        assert env["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] == "[rank${rank}]: "
 
 
 def test_cpu_jobs_ask_for_one_core_per_process_and_can_opt_out_of_requeue(tmp_path):
@@ -159,6 +265,7 @@ def _fake_slurm(
         "sacct": "echo 'sacct: error: Slurm accounting storage is disabled' >&2; exit 1",
         "scontrol": (
             'if [ "$2" = hostnames ]; then echo node1; exit 0; fi\n'
+            'if [ "$2" = node ]; then echo "NodeName=$4 NodeAddr=10.0.0.1 State=IDLE"; exit 0; fi\n'
             'if [ "$2" = config ]; then\n'
             "  echo 'JobCompType             = jobcomp/filetxt'\n"
             f"  echo 'JobCompLoc              = {tmp_path / 'jobcomp.txt'}'\n"
