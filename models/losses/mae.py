@@ -14,8 +14,9 @@ SmoothL1Loss or HuberLoss, with `loss_kwargs` for its parameters (beta, delta).
 
 terra-lab's LatentMIM has no pixel decoder; this loss is for a model that adds one, and is
 tested on the shapes such a decoder produces. With nothing counted the loss is 0 (the
-reference divides by a zero count: NaN). The data's MISSING fill value (-99999) never enters
-the sum: elements are selected, not multiplied by the mask.
+reference divides by a zero count: NaN). Elements that are not counted are zeroed on both
+sides before the loss, so neither the MISSING fill (-99999) nor a NaN there reaches the value
+or the gradient.
 """
 
 from __future__ import annotations
@@ -158,10 +159,11 @@ class MAELoss(nn.Module):
                 )
             band_set_C = channel_band_sets(self.tokenization.spec(name)).to(mask.device)
             counted = self._counted(mask)[..., band_set_C]  # [..., S] -> [..., C]
-            pred = pred.to(compute_dtype(pred))
-            elementwise = self.elementwise(
-                pred, data.to(pred.dtype), reduction="none", **self.loss_kwargs
-            )
+            # Zero what is not counted on both sides first: the MISSING fill, or a NaN the
+            # decoder put there, would otherwise reach the gradient as 0 * NaN.
+            pred = torch.where(counted, pred.to(compute_dtype(pred)), 0.0)
+            data = torch.where(counted, data.to(pred.dtype), 0.0)
+            elementwise = self.elementwise(pred, data, reduction="none", **self.loss_kwargs)
             part = torch.where(counted, elementwise, 0.0).sum()
             part_count = counted.sum()
             total = part if total is None else total + part

@@ -11,6 +11,8 @@ from models.losses.patch_discrimination import (
     MaskedNegativesPatchDiscriminationLossConfig,
     ModalityPatchDiscriminationLoss,
     ModalityPatchDiscriminationLossConfig,
+    PatchDiscriminationLoss,
+    PatchDiscriminationLossConfig,
     patch_discrimination,
 )
 from models.modalities.samples import MaskValue, TokensAndMasks
@@ -332,3 +334,46 @@ def test_configs_build_losses_with_their_fields():
     assert "worldcover" in loss.mask_negatives_for_modalities
     assert "sentinel2_l2a" not in loss.mask_negatives_for_modalities
     assert ModalityPatchDiscriminationLossConfig().build().tau == 0.1
+
+
+# --- all modalities in one softmax (the reference's `patch_discrimination`) -------------
+
+
+def test_flattened_loss_is_one_softmax_per_sample_over_every_modality():
+    tokens, targets, masks = _batch(batch=2)
+    loss = PatchDiscriminationLoss(weight=0.5)(
+        TokensAndMasks(tokens, masks), TokensAndMasks(targets, masks)
+    )
+    per_sample = []
+    for b in range(2):
+        preds, goals = [], []
+        for name in ("sentinel2_l2a", "srtm"):  # canonical order; the loss does not care
+            decoded = masks[name][b] == DEC
+            preds.append(tokens[name][b][decoded])
+            goals.append(targets[name][b][decoded])
+        per_sample.append(_explicit_sample_loss(torch.cat(preds), torch.cat(goals), 0.1))
+    expected = 0.5 * torch.stack(per_sample).mean()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    per_modality = ModalityPatchDiscriminationLoss(weight=0.5)(
+        TokensAndMasks(tokens, masks), TokensAndMasks(targets, masks)
+    )
+    assert loss.item() != pytest.approx(per_modality.item(), abs=1e-3)
+
+
+def test_flattened_loss_with_pred2unit_ignores_per_feature_shift_and_scale():
+    tokens, targets, masks = _batch()
+    generator = torch.Generator().manual_seed(9)
+    shift, scale = torch.randn(8, generator=generator), torch.rand(8, generator=generator) + 0.5
+    moved = {name: t * scale + shift for name, t in tokens.items()}
+    loss_fn = PatchDiscriminationLoss(pred2unit=True)
+    target = TokensAndMasks(targets, masks)
+    assert loss_fn(TokensAndMasks(moved, masks), target).item() == pytest.approx(
+        loss_fn(TokensAndMasks(tokens, masks), target).item(), abs=1e-4
+    )
+
+
+def test_flattened_config_builds_the_loss():
+    built = PatchDiscriminationLossConfig(tau=0.2, pred2unit=True, weight=0.5).build()
+    assert (built.tau, built.pred2unit, built.weight) == (0.2, True, 0.5)
+    with pytest.raises(ValueError, match="pred2unit must be True or False"):
+        PatchDiscriminationLossConfig(pred2unit=1)

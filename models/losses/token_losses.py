@@ -55,8 +55,12 @@ class DecodedTokenLoss(nn.Module):
             predicted, target, same_width=self.targets_share_width
         )
         decoder_BN = decoder_mask(mask_BN)
-        token_loss_BN = self.per_token(pred_BND.to(compute_dtype(pred_BND)), target_BND.detach())
-        # where(), not a product: a non-decoded token's NaN or inf must not leak in.
+        # Zero the other tokens before the loss, not only after: a NaN or inf there (a
+        # MISSING fill) would otherwise reach the gradient as 0 * NaN.
+        decoder_BN1 = decoder_BN.unsqueeze(-1)
+        pred_BND = torch.where(decoder_BN1, pred_BND.to(compute_dtype(pred_BND)), 0)
+        target_BND = torch.where(decoder_BN1, target_BND.detach(), 0)
+        token_loss_BN = self.per_token(pred_BND, target_BND)
         total = torch.where(decoder_BN, token_loss_BN, 0.0).sum()
         return self.weight * total / decoder_BN.sum().clamp(min=1)
 
@@ -104,9 +108,7 @@ class CrossEntropyLoss(DecodedTokenLoss):
                     f"cross_entropy: class-index targets must have width 1; got "
                     f"{tuple(target_BND.shape)} (float targets are read as probabilities)"
                 )
-            # Non-decoded tokens may hold any index (e.g. MISSING fill); they are
-            # masked out after the loss, so clamp them into range for the lookup.
-            labels = target_BND.reshape(-1).long().clamp(0, classes - 1)
+            labels = target_BND.reshape(-1).long()  # other tokens were zeroed: class 0
         return F.cross_entropy(logits_XD, labels, reduction="none").reshape(batch, tokens)
 
 
