@@ -13,7 +13,9 @@ A `[B, D]` tensor (already pooled) is used as it is, in either mode.
 
 Unlike the token losses, the input is the online encoder's output, not the decoder's. The
 neighbour search is an `[M, M]` Gram matrix without gradient (only its argmax is used);
-gradients flow through the distances. Ties in the argmax go to the lowest index.
+gradients flow through the distances. Ties in the argmax go to the lowest index. The
+diagonal is set to -2, below any cosine, so a vector never picks itself (the reference sets
+-1, which an exactly opposite neighbour ties; on such inputs the two can differ).
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ the same class) a token whose target has cosine similarity > `same_target_thresh
 decoded token has no negative left (every other target is the same) is skipped, and
 its modality averages over the remaining samples.
 
+`PatchDiscriminationLoss` (the reference's `patch_discrimination`, the pre-v1 form) puts
+each sample's decoded tokens of every modality into one softmax, with optional `pred2unit`
+standardization of the predictions over the batch.
+
 The maths and the averaging follow the reference (`modality_patch_discrimination` and
 `modality_patch_discrimination_masked_negatives_vec`) exactly; samples are batched by
 moving each sample's decoded tokens to the front and padding to the longest, which
