@@ -21,10 +21,12 @@ with `UnsafeShardedStateError` before it runs.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pathlib
 import pickle
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +157,15 @@ def _collective() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+@contextlib.contextmanager
+def _alone_without_warning() -> Iterator[None]:
+    """DCP warns on every call without a process group that it assumes one process: that is
+    the intent here (a single-process run, or reading a checkpoint in one process)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 def _state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
     if optimizer is None:
         return {MODEL_KEY: get_model_state_dict(model)}
@@ -166,19 +177,21 @@ def write(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | 
     """Write `model`'s and `optimizer`'s state into `directory`. Collective: every rank of
     the default process group calls it (a single process writes alone)."""
     writer = FileSystemWriter(Path(directory), sync_files=True, overwrite=False)
-    dcp.save(_state(model, optimizer), storage_writer=writer, no_dist=not _collective())
+    with _alone_without_warning():
+        dcp.save(_state(model, optimizer), storage_writer=writer, no_dist=not _collective())
 
 
 def restore(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
     """Load the state in `directory` into `model` and `optimizer`, resharded for this job.
     Collective, like `write`; each rank reads only the slices it holds."""
     state = _state(model, optimizer)
-    dcp.load(
-        state,
-        storage_reader=SafeFileSystemReader(Path(directory)),
-        planner=SafeLoadPlanner(),
-        no_dist=not _collective(),
-    )
+    with _alone_without_warning():
+        dcp.load(
+            state,
+            storage_reader=SafeFileSystemReader(Path(directory)),
+            planner=SafeLoadPlanner(),
+            no_dist=not _collective(),
+        )
     if optimizer is None:
         set_model_state_dict(model, state[MODEL_KEY])
     else:
@@ -234,7 +247,10 @@ def read_whole(directory: Path, key: str = MODEL_KEY) -> dict[str, Any]:
         else:
             flat[name] = None  # filled by SafeLoadPlanner.load_bytes
     planner = SafeLoadPlanner(flatten_state_dict=False, allow_partial_load=True)
-    dcp.load(flat, storage_reader=SafeFileSystemReader(directory), planner=planner, no_dist=True)
+    with _alone_without_warning():
+        dcp.load(
+            flat, storage_reader=SafeFileSystemReader(directory), planner=planner, no_dist=True
+        )
     # The planner reads into its own copy of the mapping (the values are filled in there).
     nested = _unflatten(planner.state_dict, metadata.planner_data or {})
     return nested[key]
