@@ -147,6 +147,21 @@ def test_pred2unit_makes_the_loss_blind_to_per_feature_shift_and_scale():
     )
 
 
+def test_pred2unit_statistics_ignore_tokens_that_are_not_decoded_even_when_not_finite():
+    generator = torch.Generator().manual_seed(5)
+    pred, target = torch.randn(2, 2, 6, 8, generator=generator)
+    decoded = torch.ones(2, 6, dtype=torch.bool)
+    decoded[:, 4:] = False
+    poisoned = pred.clone()
+    poisoned[:, 4:] = float("nan")
+    poisoned.requires_grad_()
+    loss_fn = AllDiscriminationLoss(pred2unit=True)
+    loss = loss_fn(*_pair(poisoned, target, decoded))
+    assert loss.item() == pytest.approx(loss_fn(*_pair(pred[:, :4], target[:, :4])).item())
+    loss.backward()
+    assert torch.isfinite(poisoned.grad).all()
+
+
 def test_modality_all_discrimination_sums_one_all_discrimination_per_modality():
     tokens, targets, masks = _views()
     per_modality = ModalityAllDiscriminationLoss(weight=0.5)(

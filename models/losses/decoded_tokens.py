@@ -96,17 +96,20 @@ def standardize_decoded(pred_BND: torch.Tensor, decoder_BN: torch.Tensor) -> tor
     """`pred2unit`: per feature, subtract the mean and divide by (std + 1e-4), both taken
     over the DECODER tokens of the whole batch (unbiased std, as `torch.std`).
 
-    Other tokens are transformed the same way; the losses ignore them.
+    Other tokens are returned unchanged (the losses ignore them), so a NaN there reaches
+    neither the statistics nor their gradient.
     """
-    weight_BN1 = decoder_BN.unsqueeze(-1).to(pred_BND.dtype)
-    count = weight_BN1.sum()
-    mean_D = (pred_BND * weight_BN1).sum(dim=(0, 1)) / count.clamp(min=1)
-    squares_D = ((pred_BND - mean_D) ** 2 * weight_BN1).sum(dim=(0, 1))
+    decoder_BN1 = decoder_BN.unsqueeze(-1)
+    count = decoder_BN.sum()
+    # where(), not a product with the mask: a NaN in another token must not leak in.
+    decoded_BND = torch.where(decoder_BN1, pred_BND, 0.0)
+    mean_D = decoded_BND.sum(dim=(0, 1)) / count.clamp(min=1)
+    squares_D = torch.where(decoder_BN1, (decoded_BND - mean_D) ** 2, 0.0).sum(dim=(0, 1))
     variance_D = squares_D / (count - 1).clamp(min=1)
     # The floor keeps the gradient of sqrt finite where a feature is constant or nothing is
     # decoded (sqrt'(0) is infinite); at 1e-19 it is invisible next to the 1e-4.
     std_D = variance_D.clamp(min=torch.finfo(variance_D.dtype).tiny).sqrt()
-    return (pred_BND - mean_D) / (std_D + STANDARDIZE_EPS)
+    return torch.where(decoder_BN1, (decoded_BND - mean_D) / (std_D + STANDARDIZE_EPS), pred_BND)
 
 
 def decoder_mask(mask_BN: torch.Tensor) -> torch.Tensor:
