@@ -421,9 +421,10 @@ def _check_shards(path: Path, meta: Mapping[str, Any]) -> ShardedCheckpoint:
         raise UnreadableCheckpointError(path, f"{META_FILE} lists no {dcp_checkpoint.INDEX_FILE}")
     try:
         dcp_checkpoint.read_metadata(root)
-    except pickle.UnpicklingError as error:  # UnsafeShardedStateError is one
+    except dcp_checkpoint.UnsafeShardedStateError as error:
         raise UnreadableCheckpointError(
-            path, f"{SHARDED_DIR}/{dcp_checkpoint.INDEX_FILE} was refused: {error}"
+            path,
+            f"{SHARDED_DIR}/{dcp_checkpoint.INDEX_FILE} was refused, none of it ran: {error}",
         ) from error
     except Exception as error:
         raise UnreadableCheckpointError(

@@ -335,3 +335,89 @@ def test_load_can_read_only_some_parts(tmp_path: Path) -> None:
     assert list(checkpoint.load(path, parts=["model"])) == ["model"]
     with pytest.raises(checkpoint.UnreadableCheckpointError, match=r"no part \['ema'\]"):
         checkpoint.load(path, parts=["ema"])
+
+
+# -- sharded checkpoints (format 3) in one process; several ranks: dcp_resume_test.py ------
+
+
+def _model_and_optimizer() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    return model, optimizer
+
+
+def test_a_sharded_checkpoint_holds_the_shards_the_plain_parts_and_meta_last(
+    tmp_path: Path,
+) -> None:
+    model, optimizer = _model_and_optimizer()
+    state = checkpoint.ShardedState(model, optimizer)
+    path = checkpoint.save_sharded(tmp_path, 3, state, {"trainer": {"step": 3}}, {"world_size": 1})
+    assert path == tmp_path / "step_3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_3"]  # no temp dir left
+    meta = checkpoint.read_meta(path)
+    assert meta["format"] == checkpoint.SHARDED_FORMAT and meta["world_size"] == 1
+    assert meta["parts"] == ["model", "optim", "trainer"]
+    files = meta["sharded"]["files"]
+    assert sorted(files) == [".metadata", "__0_0.distcp"]
+    assert files["__0_0.distcp"] == (path / "sharded" / "__0_0.distcp").stat().st_size
+    loaded = checkpoint.load(path)
+    assert loaded["trainer"] == {"step": 3}
+    assert all(torch.equal(loaded["model"][k], v) for k, v in model.state_dict().items())
+    assert torch.equal(
+        loaded["optim"]["state"]["weight"]["exp_avg"], optimizer.state[model.weight]["exp_avg"]
+    )
+    assert checkpoint.part_bytes(path, "model") == 4 * (3 * 2 + 2)
+
+
+def test_a_resume_gets_the_plain_parts_and_restores_the_shards_into_its_model(
+    tmp_path: Path,
+) -> None:
+    model, optimizer = _model_and_optimizer()
+    path = checkpoint.save_sharded(
+        tmp_path, 3, checkpoint.ShardedState(model, optimizer), {"trainer": {"step": 3}}, {}
+    )
+    parts = checkpoint.load_resumable(path)
+    assert sorted(parts) == ["sharded", "trainer"]
+    fresh = torch.nn.Linear(3, 2)
+    fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=1.0)
+    parts["sharded"].restore(fresh, fresh_optimizer)
+    assert torch.equal(fresh.weight, model.weight) and torch.equal(fresh.bias, model.bias)
+    assert fresh_optimizer.param_groups[0]["lr"] == 1e-3
+    # A plain (format 2) checkpoint resumes as before: its parts, no shards.
+    plain = checkpoint.save(tmp_path, 4, {"model": model.state_dict(), "trainer": {}}, {})
+    assert sorted(checkpoint.load_resumable(plain)) == ["model", "trainer"]
+
+
+@pytest.mark.parametrize("how", ["truncated-shard", "missing-index", "garbage-index"])
+def test_a_damaged_sharded_checkpoint_is_refused_naming_the_file(tmp_path: Path, how: str) -> None:
+    model, optimizer = _model_and_optimizer()
+    path = checkpoint.save_sharded(
+        tmp_path, 3, checkpoint.ShardedState(model, optimizer), {"trainer": {}}, {}
+    )
+    shard, index = path / "sharded" / "__0_0.distcp", path / "sharded" / ".metadata"
+    if how == "truncated-shard":
+        shard.write_bytes(shard.read_bytes()[:-10])
+        expected = "sharded/__0_0.distcp has"
+    elif how == "missing-index":
+        index.unlink()
+        expected = "sharded/.metadata is missing"
+    else:
+        index.write_bytes(b"garbage!")
+        meta = json.loads((path / checkpoint.META_FILE).read_text())
+        meta["sharded"]["files"][".metadata"] = 8  # sizes made to match
+        (path / checkpoint.META_FILE).write_text(json.dumps(meta))
+        expected = "sharded/.metadata is damaged"
+    for read in (checkpoint.load_resumable, checkpoint.load):
+        with pytest.raises(checkpoint.UnreadableCheckpointError, match=re.escape(expected)):
+            read(path)
+
+
+def test_sharded_parts_cannot_be_shadowed_by_plain_ones(tmp_path: Path) -> None:
+    model, optimizer = _model_and_optimizer()
+    with pytest.raises(ValueError, match="'model' is the sharded state's"):
+        checkpoint.save_sharded(
+            tmp_path, 1, checkpoint.ShardedState(model, optimizer), {"model": {}}, {}
+        )

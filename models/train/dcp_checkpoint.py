@@ -35,6 +35,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint import metadata as dcp_metadata
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.filesystem import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.planner import ReadItem
@@ -158,6 +159,20 @@ def _collective() -> bool:
 
 
 @contextlib.contextmanager
+def _plain_errors() -> Iterator[None]:
+    """DCP's CheckpointException (a BaseException, so `except Exception` misses it) as the
+    error a rank raised: UnsafeShardedStateError when a planted value was refused, else a
+    RuntimeError with DCP's per-rank tracebacks."""
+    try:
+        yield
+    except CheckpointException as error:
+        for raised, _ in error.failures.values():
+            if isinstance(raised, UnsafeShardedStateError):
+                raise raised from None
+        raise RuntimeError(f"torch.distributed.checkpoint failed: {error}") from None
+
+
+@contextlib.contextmanager
 def _alone_without_warning() -> Iterator[None]:
     """DCP warns on every call without a process group that it assumes one process: that is
     the intent here (a single-process run, or reading a checkpoint in one process)."""
@@ -177,15 +192,16 @@ def write(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | 
     """Write `model`'s and `optimizer`'s state into `directory`. Collective: every rank of
     the default process group calls it (a single process writes alone)."""
     writer = FileSystemWriter(Path(directory), sync_files=True, overwrite=False)
-    with _alone_without_warning():
+    with _plain_errors(), _alone_without_warning():
         dcp.save(_state(model, optimizer), storage_writer=writer, no_dist=not _collective())
 
 
 def restore(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
     """Load the state in `directory` into `model` and `optimizer`, resharded for this job.
     Collective, like `write`; each rank reads only the slices it holds."""
+    read_metadata(Path(directory))  # refused here, before DCP reads it (and hides why)
     state = _state(model, optimizer)
-    with _alone_without_warning():
+    with _plain_errors(), _alone_without_warning():
         dcp.load(
             state,
             storage_reader=SafeFileSystemReader(Path(directory)),
@@ -247,7 +263,7 @@ def read_whole(directory: Path, key: str = MODEL_KEY) -> dict[str, Any]:
         else:
             flat[name] = None  # filled by SafeLoadPlanner.load_bytes
     planner = SafeLoadPlanner(flatten_state_dict=False, allow_partial_load=True)
-    with _alone_without_warning():
+    with _plain_errors(), _alone_without_warning():
         dcp.load(
             flat, storage_reader=SafeFileSystemReader(directory), planner=planner, no_dist=True
         )

@@ -6,6 +6,7 @@ of checkpoint (`Trainer.resume`) is tested on its own with a counter for a model
 import json
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -173,6 +174,34 @@ def test_a_run_whose_newest_checkpoint_does_not_load_resumes_from_the_one_before
         assert {k: have[k] for k in COMPARED} == {k: want[k] for k in COMPARED}, want["step"]
     # Training got past step 6 again and wrote a good one in place of the damaged one.
     assert checkpoint.load(checkpoints / "step_6")["trainer"]["step"] == 6
+
+
+def test_a_planted_sharded_index_does_not_run_and_the_resume_falls_back_to_the_one_before(
+    data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    torch.set_num_threads(1)
+    config = tiny_run.tiny_config(
+        data_dir, tmp_path, "planted_index", 6, checkpoint_interval=2, keep_last=3
+    )
+    with pytest.raises(_Killed):
+        pretrain.train(config, callbacks=[_KillAfter(5)])
+    checkpoints = tmp_path / "tiny" / "planted_index" / "checkpoints"
+    newest = checkpoints / "step_4"
+    assert checkpoint.read_meta(newest)["format"] == checkpoint.SHARDED_FORMAT
+    # A careful planter: DCP's index replaced by code, meta.json's record made to match.
+    marker = tmp_path / "code-ran"
+    index = newest / checkpoint.SHARDED_DIR / ".metadata"
+    index.write_bytes(pickle.dumps(_Planted(marker)))  # DCP pickles its index plainly
+    meta = json.loads((newest / checkpoint.META_FILE).read_text())
+    meta["sharded"]["files"][".metadata"] = index.stat().st_size
+    (newest / checkpoint.META_FILE).write_text(json.dumps(meta))
+
+    with caplog.at_level(logging.WARNING):
+        resumed = pretrain.train(config)
+    assert not marker.exists()
+    assert resumed.resumed_from == checkpoints / "step_2" and resumed.step == 6
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"cannot resume from {newest}: sharded/.metadata was refused" in w for w in warnings)
 
 
 # -- Trainer.resume: which checkpoint, with a counter for a model ---------------------------
