@@ -11,6 +11,7 @@ data (see `models.masking.base` for the shared rules).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from models.masking.base import DECODE_ONLY_MODALITIES, MaskingConfig, MaskingStrategy
@@ -136,4 +137,8 @@ def masking_config_from_name(name: str, **kwargs: Any) -> MaskingConfig:
         raise ValueError(
             f"unknown masking strategy {name!r}; valid names are {list(MASKING_STRATEGIES)}"
         ) from None
-    return config_class(**kwargs)
+    try:
+        return config_class(**kwargs)
+    except TypeError as error:  # a missing required field or an unknown one
+        fields = [field.name for field in dataclasses.fields(config_class) if field.init]
+        raise ValueError(f"masking strategy {name!r}: {error}; its fields are {fields}") from None

@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 
+from models.config import serialization
 from models.masking import masking
 from models.masking.masking import (
     MASKING_STRATEGIES,
@@ -72,6 +73,19 @@ def test_registry_holds_the_references_sixteen_strategies_by_its_names():
         strategy = config_class(**REQUIRED_KWARGS.get(name, {})).build()
         assert isinstance(strategy, masking.MaskingStrategy)
         assert strategy.name == name
+
+
+def test_a_missing_or_unknown_field_names_the_strategy_and_its_fields():
+    with pytest.raises(ValueError, match="'selectable_modality'.*missing 3 required.*max_to_mask"):
+        masking_config_from_name("selectable_modality")
+    with pytest.raises(ValueError, match="'random_range'.*encode_ratio.*'min_encode_ratio'"):
+        masking_config_from_name("random_range", encode_ratio=0.3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_configs_round_trip_through_yaml(name):
+    config = _config(name)
+    assert serialization.from_yaml(serialization.to_yaml(config)) == config
 
 
 def test_unknown_strategy_name_lists_the_valid_names():
