@@ -12,6 +12,8 @@ Every strategy decides per token, i.e. per (patch, timestep, band set), and then
 the decision to the P x P pixels of the patch, because the patch embedding reads a
 patch's mask from one pixel. MISSING is then written exactly where a band set has no
 data, pixel by pixel. A token counts as present when any pixel of its patch has data.
+(A strategy that drops whole modalities on purpose marks their tokens MISSING too; see
+`models.masking.selectable` and `models.masking.fixed_modality`.)
 
 Rules every strategy obeys (enforced here, after the strategy's own decisions):
 1. Decode-only modalities (`only_decode_modalities`, by default the six maps) never get

@@ -6,7 +6,9 @@
 
 Every strategy returns a `MaskedSample` whose masks are `[B, H, W, T, S]` int8
 `MaskValue`s, constant inside each patch and MISSING exactly where a band set has no
-data (see `models.masking.base` for the shared rules).
+data (see `models.masking.base` for the shared rules), except that the strategies which
+drop whole modalities on purpose (selectable_modality, selectable_random_range_modality,
+random_fixed_modality with randomize_missing_modalities) also mark the dropped ones MISSING.
 """
 
 from __future__ import annotations
