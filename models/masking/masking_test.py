@@ -177,6 +177,19 @@ def test_every_sample_keeps_an_encoder_and_a_decoder_token(name, case):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("steps", [1, 4])
+def test_a_modality_without_data_in_any_sample_stays_missing(name, steps):
+    sample = tiny_sample(steps=steps)
+    sample.data["sentinel1"][:] = modalities.MISSING_VALUE
+    masked = _apply(name, sample, 2)
+    assert (masked.masks["sentinel1"] == MaskValue.MISSING).all()
+    batch = sample.batch_size
+    flat = torch.cat([m.reshape(batch, -1) for m in masked.masks.values()], dim=1)
+    assert (flat == MaskValue.ONLINE_ENCODER).any(1).all()
+    assert (flat == MaskValue.DECODER).any(1).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_masks_are_a_function_of_the_generator_seed(name):
     sample = tiny_sample()
     first = _apply(name, sample, 2, seed=7)
