@@ -290,9 +290,10 @@ def compare_weights(original: Path, reproduced: Path) -> str:
     repro_ckpt = dict(checkpoint.list_complete(Path(reproduced) / "checkpoints")).get(step)
     if repro_ckpt is None:
         return f"not compared: the reproduction has no checkpoint of step {step}"
-    sizes = [(path / "model.pt").stat().st_size for path in (original_ckpt, repro_ckpt)]
+    # The model part's bytes whole: model.pt's size, or a sharded checkpoint's by its index.
+    sizes = [checkpoint.part_bytes(path, "model") for path in (original_ckpt, repro_ckpt)]
     if max(sizes) > WEIGHTS_COMPARE_MAX_BYTES:
-        return f"not compared: model.pt is {max(sizes) / 2**30:.1f} GiB"
+        return f"not compared: the model weights are {max(sizes) / 2**30:.1f} GiB"
     import torch
 
     a = checkpoint.load(original_ckpt, parts=["model"])["model"]

@@ -14,6 +14,9 @@ the released OlmoEarth v1 checkpoints are used here:
     encoder = LatentMIMConfig.from_size("base_shallow_decoder").encoder.build()
     load_reference_checkpoint("OlmoEarth-v1-Base/weights.pth", encoder)   # encoder only
 
+Our own training checkpoints export the same way, sharded or not:
+`reference_state_dict_of_checkpoint("runs/<project>/<run>/checkpoints/step_<N>", model)`.
+
 A released `weights.pth` is the state dict of the reference's whole LatentMIM (keys `encoder.*`,
 `decoder.*`, `target_encoder.*`); the model's size must match the checkpoint's `config.json`
 (v1: nano, tiny_shallow_decoder, base_shallow_decoder, large_shallow_decoder). Loading into an
@@ -50,6 +53,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import einops
 import torch
@@ -60,6 +64,7 @@ from models.latent_mim.latent_mim import LatentMIM
 from models.nn.encodings import month_table
 from models.nn.patch_embed import PATCH_EMBED_KINDS
 from models.predictor.predictor import Predictor
+from models.train import checkpoint
 
 COMPONENTS = ("latent_mim", "encoder", "predictor")
 """What a state dict holds: a whole LatentMIM, or one encoder, or one predictor."""
@@ -518,6 +523,18 @@ def reference_state_dict_of(model: nn.Module, patch_embed: str = "conv") -> dict
     )
 
 
+def reference_state_dict_of_checkpoint(
+    checkpoint_dir: str | os.PathLike, model: nn.Module, patch_embed: str = "conv"
+) -> dict[str, Tensor]:
+    """The weights of one of our training checkpoints (`checkpoints/step_<N>/`, plain or
+    sharded by several ranks) in the reference's layout: what a release writes as
+    `weights.pth`. `model` is built from the run's model config (the component and options
+    to export); it receives the checkpoint's weights, read whole in this one process."""
+    weights = checkpoint.load(Path(checkpoint_dir), parts=["model"])["model"]
+    model.load_state_dict(weights)
+    return reference_state_dict_of(model, patch_embed)
+
+
 __all__ = [
     "COMPONENTS",
     "ReferenceCheckpointError",
@@ -525,4 +542,5 @@ __all__ = [
     "export_reference_state_dict",
     "load_reference_checkpoint",
     "reference_state_dict_of",
+    "reference_state_dict_of_checkpoint",
 ]

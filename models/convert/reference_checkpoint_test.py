@@ -15,6 +15,7 @@ from models.latent_mim.latent_mim import LatentMIM, LatentMIMConfig
 from models.modalities import modalities
 from models.modalities.samples import MaskedSample, Sample
 from models.nn.encodings import month_table
+from models.train import checkpoint
 
 FIXTURE = pathlib.Path(__file__).parent / "testdata" / "reference_v1_small_state_dict.json"
 """Key names and shapes of a real reference LatentMIM (written from olmoearth-pretrain 0.1.2;
@@ -77,6 +78,20 @@ def test_reference_weights_load_and_export_back_unchanged():
         )
         for key in dropped
     ), dropped
+
+
+def test_a_sharded_training_checkpoint_exports_like_the_model_it_holds(tmp_path):
+    trained = small_model()
+    rc.load_reference_checkpoint(reference_style_state_dict(seed=3), trained)
+    optimizer = torch.optim.AdamW(trained.parameters())
+    path = checkpoint.save_sharded(
+        tmp_path, 4, checkpoint.ShardedState(trained, optimizer), {"trainer": {}}, {}
+    )
+    exported = rc.reference_state_dict_of_checkpoint(path, small_model())
+    expected = rc.reference_state_dict_of(trained)
+    assert exported.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(exported[key], value, rtol=0, atol=0, msg=key)
 
 
 def test_attention_projections_are_fused_in_q_k_v_order():

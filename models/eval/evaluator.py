@@ -62,7 +62,8 @@ logger = logging.getLogger(__name__)
 METHODS = ("knn", "linear_probe", "segmentation", "patch_knn")
 METRIC_PREFIX = "eval"
 MODEL_PART = "model"
-"""The checkpoint part (`model.pt`) that holds the model's state dict."""
+"""The checkpoint part that holds the model's state dict (`model.pt`, or the model's entries
+of `sharded/` in a sharded checkpoint: models/train/checkpoint.py reads either whole)."""
 
 TaskConfig = LandCoverTaskConfig | GeoBenchClassificationTaskConfig
 
@@ -246,11 +247,12 @@ def _scored_patches(labels: torch.Tensor | None, counts: torch.Tensor) -> torch.
 
 
 def load_model_weights(model: nn.Module, checkpoint_dir: str | os.PathLike[str]) -> int:
-    """Loads `model.pt` of a checkpoint directory into `model`; returns the checkpoint's step."""
+    """Loads the model part of a checkpoint directory (plain or sharded, read whole in this
+    process) into `model`; returns the checkpoint's step."""
     path = Path(checkpoint_dir)
     meta = checkpoint_lib.read_meta(path)
     if MODEL_PART not in meta.get("parts", []):
-        raise ValueError(f"{path} has no {MODEL_PART}.pt (parts: {meta.get('parts')})")
+        raise ValueError(f"{path} has no {MODEL_PART} part (parts: {meta.get('parts')})")
     # checkpoint_lib.load: weights only, sizes checked, errors that name the file.
     model.load_state_dict(checkpoint_lib.load(path, parts=[MODEL_PART])[MODEL_PART])
     return int(meta["step"])

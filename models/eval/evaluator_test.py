@@ -48,6 +48,23 @@ def test_checkpoint_weights_replace_the_initialisation(tiny_data: Path, tmp_path
         assert torch.equal(a, b), name
 
 
+def test_the_weights_of_a_sharded_checkpoint_replace_the_initialisation(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    # What training writes (models/train/checkpoint.py save_sharded): DCP shards of the model
+    # and optimizer; the evaluator reads the model whole in this one process.
+    torch.manual_seed(0)
+    trained = _model_config(tiny_data).build()
+    optimizer = torch.optim.AdamW(trained.parameters())
+    state = checkpoint_lib.ShardedState(trained, optimizer)
+    path = checkpoint_lib.save_sharded(tmp_path, 9, state, {"trainer": {"step": 9}}, {})
+    torch.manual_seed(1)
+    fresh = _model_config(tiny_data).build()
+    assert evaluator_lib.load_model_weights(fresh, path) == 9
+    for (name, a), b in zip(trained.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_evaluating_a_checkpoint_records_every_score_in_the_run_folder(
     tiny_data: Path, tmp_path: Path
 ) -> None:
