@@ -114,7 +114,7 @@ def apply_fsdp(
     mp_policy: MixedPrecisionPolicy,
     *,
     forward_methods: Sequence[str] = (),
-    reshard_after_forward: bool = True,
+    reshard_after_forward: bool | None = None,
 ) -> FSDPModule:
     """Shards `model` in place: each transformer block, then the root; returns `model`.
 
@@ -129,9 +129,12 @@ def apply_fsdp(
             inside the same hooks, so it sees full parameters (unregistered, it would read
             the 1/world_size shards, or rely on the root's parameters happening to be still
             gathered from an earlier forward).
-        reshard_after_forward: free each block's gathered parameters after its forward
-            (ZeRO-3; the backward gathers them again). False keeps them until the backward
-            (ZeRO-2: one all-gather less per block, more memory).
+        reshard_after_forward: True frees each unit's gathered parameters after its
+            forward (ZeRO-3; the backward gathers them again); False keeps them until the
+            backward (ZeRO-2: one all-gather less per unit, more memory). None (FSDP's
+            auto) is True for the blocks and False for the root: the root's parameters
+            are needed again at once by the second view's forward, by `target_tokens` and
+            by the backward, and are small (patch embeddings, norms, input/output layers).
     """
     for block in transformer_blocks(model):
         fully_shard(
@@ -144,3 +147,15 @@ def apply_fsdp(
         register_fsdp_forward_method(model, name)
     assert isinstance(model, FSDPModule)  # fully_shard swapped its class in place
     return model
+
+
+def reshard_all(model: nn.Module) -> None:
+    """Every FSDP unit of `model` back to its shards (a no-op for units already sharded).
+
+    Code that reads parameters outside a forward (e.g. an EMA update over two modules) sees
+    them all as shards after this; a unit left gathered (the root after a forward with no
+    backward yet) would otherwise mix full tensors with DTensor shards.
+    """
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()

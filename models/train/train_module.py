@@ -401,6 +401,10 @@ class ContrastiveLatentMIMTrainModule:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.sharded:
+            # The EMA update reads encoder and target parameters outside a forward: as
+            # shards on every unit (the backward has resharded them; this makes it sure).
+            parallel.reshard_all(self.model)
         self.model.update_target(step, self.max_steps)
 
         # On the device: NCCL reduces only GPU tensors.
@@ -460,12 +464,23 @@ class ContrastiveLatentMIMTrainModule:
         if "model" in state or "optim" in state:
             if self.sharded:
                 options = StateDictOptions(full_state_dict=True)
-                set_model_state_dict(self.model, state["model"], options=options)
-                set_optimizer_state_dict(
-                    self.model, self.optimizer, state["optim"], options=options
-                )
+                # Copies of the containers: the setters put this rank's shards into the
+                # dicts they are given, which must not change the caller's state.
+                model_state = _copy_containers(state["model"])
+                optim_state = _copy_containers(state["optim"])
+                set_model_state_dict(self.model, model_state, options=options)
+                set_optimizer_state_dict(self.model, self.optimizer, optim_state, options=options)
             else:
                 self.model.load_state_dict(state["model"])
                 self.optimizer.load_state_dict(state["optim"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.tokens_seen = int(state["tokens_seen"])
+
+
+def _copy_containers(value: Any) -> Any:
+    """`value` with its dicts and lists copied, their tensors and other leaves shared."""
+    if isinstance(value, dict):
+        return {key: _copy_containers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_containers(item) for item in value]
+    return value
