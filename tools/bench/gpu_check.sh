@@ -143,8 +143,17 @@ run_step() {  # name limit_s command... : runs it with its log in $out/<name>.lo
     124 | 137) status="timed out after ${limit}s"; failures=$((failures + 1)) ;;
     *) status="failed (exit $rc)"; failures=$((failures + 1)) ;;
   esac
+  if [[ $rc -eq 0 && ( $name == model_tests || $name == parity_bf16 ) ]] &&
+    ! grep -qE '[0-9]+ passed' "$out/$name.log"; then
+    # On a GPU machine the CUDA tests must run: all skipped means they did not.
+    status="ran no test"
+    failures=$((failures + 1))
+  fi
   local measured
   measured="$(detail "$name" | paste -sd ';' - | sed 's/;/; /g')"
+  if [[ -z "$measured" && $status != passed ]]; then  # its last words: the error
+    measured="$(grep -v '^\s*$' "$out/$name.log" | tail -1 | cut -c1-200 | tr '|' '/')"
+  fi
   rows+=("| $name | $status | $((SECONDS - start)) | $measured |")
 }
 
@@ -152,7 +161,7 @@ detail() {  # name -> one cell of what the step measured
   local log="$out/$1.log"
   case "$1" in
     model_tests | parity_bf16) "$python" -m tools.bench.gpu_check_summary pytest "$log" ;;&
-    parity_bf16) grep -o 'bf16 vs fp32 on .*' "$log" | tail -1 ;;
+    parity_bf16) grep -oE '(bf16 vs fp32 on .*|SKIPPED .*)' "$log" | tail -1 ;;
     train_ddp | train_fsdp) "$python" -m tools.bench.gpu_check_summary training "$out/runs" \
       "base_gpu_check_${1#train_}" ;;
     train_step) grep -o 'MFU against .*' "$log" | head -1 ;;
@@ -163,7 +172,7 @@ run_step dataset 120 "$python" -c \
   "from models.data import synthetic; print(synthetic.ensure_default_dataset())"
 run_step model_tests 210 env TERRA_LAB_TEST_DEVICE=cuda "$python" -m pytest -q -p no:cacheprovider \
   models/
-run_step parity_bf16 60 env TERRA_LAB_TEST_DEVICE=cuda "$python" -m pytest -q -rP \
+run_step parity_bf16 60 env TERRA_LAB_TEST_DEVICE=cuda "$python" -m pytest -q -rPs \
   -p no:cacheprovider models/latent_mim/parity_bf16_test.py
 for parallelism in ddp fsdp; do
   # shellcheck disable=SC2046  # the arguments are words without spaces
