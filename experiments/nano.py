@@ -1,8 +1,9 @@
 """Nano: the v1 recipe at nano size (1.36M encoder + 0.83M decoder parameters).
 
 Hypothesis: none; a size recipe for quick studies and the CPU quickstart.
-Change: model size nano (128 wide, 4 + 4 blocks, 8 heads). On the `local` cluster only, a
-CPU-sized step (script.for_local_cpu: batch 8, token budget 300, warmup 20); elsewhere base's.
+Change: model size nano (128 wide, 4 + 4 blocks, 8 heads); the released nano checkpoint's
+lr 1e-3 and weight decay 0.002. On the `local` cluster only, a CPU-sized step
+(script.for_local_cpu: batch 8, token budget 300, warmup 20); elsewhere base's.
 Launch:
     ./tools/bazel run //experiments:nano -- launch nano <cluster> --launch.num_gpus=1 \\
         --trainer.callbacks.wandb.project=YYYY_MM_DD_<study>
@@ -26,7 +27,8 @@ def build_dataloader_config(common: CommonComponents) -> script.MaskedDataLoader
 
 
 def build_train_module_config(common: CommonComponents) -> script.TrainModuleConfig:
-    return script.for_local_cpu(common, script.build_train_module_config(common))
+    released = script.with_adamw(script.build_train_module_config(common), lr=1e-3, wd=0.002)
+    return script.for_local_cpu(common, released)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def build_dataloader_config(common: CommonComponents) -> nano.script.MaskedDataL
 
 def build_train_module_config(common: CommonComponents) -> nano.script.TrainModuleConfig:
     config = nano.build_train_module_config(common)
-    optimizer = dataclasses.replace(config.optimizer, lr=1e-3)
+    # Weight decay 0.02: the plan's measurements predate nano's released 0.002.
+    optimizer = dataclasses.replace(config.optimizer, lr=1e-3, weight_decay=0.02)
     scheduler = dataclasses.replace(config.scheduler, warmup_steps=30)
     return dataclasses.replace(config, optimizer=optimizer, scheduler=scheduler, contrastive=None)
 

@@ -5,6 +5,8 @@ section 4.2). A variant imports these and overrides only the builder(s) its hypo
 changes; experiments/base.py adds the base model.
 
     optimizer   AdamW lr 1e-4, weight decay 0.02, betas (0.9, 0.999); clip grad norm 1.0
+                (the size recipes take their released checkpoints' lr/wd: nano 1e-3/0.002,
+                tiny 2e-4/0.02, large 1e-4/0.002; notes section 4.2)
     schedule    linear warmup 8000 steps, cosine to 0.1 x lr at the last step
     batch       global 512 instances, microbatch 32 per rank (16 per step on 1 rank)
     duration    300 epochs: 2,224 steps/epoch on the 1,138,828-sample dataset = 667,200
@@ -119,6 +121,13 @@ def build_train_module_config(common: CommonComponents) -> TrainModuleConfig:
         contrastive=InfoNCELossConfig(tau=0.1, weight=0.1),
         max_grad_norm=1.0,
     )
+
+
+def with_adamw(config: TrainModuleConfig, *, lr: float, wd: float) -> TrainModuleConfig:
+    """`config` with AdamW's peak lr and weight decay replaced (a size recipe's released
+    values; betas, eps and the kernel stay the recipe's)."""
+    optimizer = dataclasses.replace(config.optimizer, lr=lr, weight_decay=wd)
+    return dataclasses.replace(config, optimizer=optimizer)
 
 
 def build_trainer_config(common: CommonComponents) -> TrainerConfig:
