@@ -65,7 +65,8 @@ def test_dry_run_exits_0_and_diffs_only_declared_sections(name: str) -> None:
     assert status == 0, err.getvalue()
     text = out.getvalue()
     assert "== resolved config" in text and "== parameters" in text and "trainable" in text
-    diff_part = text.split("== diff against base")[1].split("== run folder")[0]
+    baseline = hygiene.experiment_name(module.baseline) if name != "base" else "base"
+    diff_part = text.split(f"== diff against {baseline} ")[1].split("== run folder")[0]
     if name != "base":
         declared = hygiene.declared_changes(module)
         entries = [line for line in diff_part.splitlines() if line.startswith("  ")]
@@ -107,18 +108,20 @@ def test_training_writes_a_run_folder_whose_config_rebuilds_the_run(
 
 
 @pytest.mark.parametrize("cluster", ["local", "gpu_cluster"])
-def test_differs_from_base_only_in_declared_sections(
+def test_differs_from_its_baseline_only_in_declared_sections(
     name: str, cluster: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """On `local` and on a GPU cluster: builders may depend on the cluster (nano's CPU step)."""
+    """On `local` and on a GPU cluster: builders may depend on the cluster (nano's CPU step).
+    The baseline is the experiment the variant imports as `baseline` (base, v1_2_base, ...)."""
     if name == "base":
-        pytest.skip("base is the reference")
+        pytest.skip("base is the root baseline")
     roots = {"gpu_cluster": clusters.launcher_api.ClusterRoots(tmp_path / "runs", tmp_path)}
     monkeypatch.setattr(clusters.launcher_api, "cluster_roots", roots.get)
     monkeypatch.delenv("TERRA_RUN_ROOT", raising=False)
     module = _module(name)
-    assert module.baseline is _module("base"), "a variant imports base as its baseline"
-    hygiene.assert_hygienic(module, module.baseline, clusters=(cluster,))
+    baseline = hygiene.baseline_of(module)
+    assert baseline is _module(hygiene.experiment_name(baseline)), "the baseline is an experiment"
+    hygiene.assert_hygienic(module, baseline, clusters=(cluster,))
 
 
 def test_variant_file_is_a_small_derivation(name: str) -> None:

@@ -201,7 +201,15 @@ BUILDER_NAMES = {
 """main()'s keyword -> the function name an experiment module defines or imports."""
 
 BASELINE_NAME = "baseline"
-"""The name under which an experiment module imports the experiment it is compared to."""
+"""The name under which an experiment module imports the experiment it is compared to.
+
+Every experiment but `base` declares its baseline this way, and there may be several
+baselines: a v1 variant imports `from experiments import base as baseline`, a v1.2 ablation
+`from experiments import v1_2_base as baseline`. The baseline is where the variant's unset
+builders come from, what dry_run diffs it against and what the hygiene test holds it to, so
+a v1.2 ablation is judged against v1.2 base, not v1 base. A baseline may itself derive from
+another (v1_2_base from v1_1_base from base), each link declaring its own CHANGES.
+"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +226,9 @@ class Builders:
     # The experiment this one is compared to (dry_run's diff, the hygiene test): the module
     # an experiment file imports as `baseline` (`from experiments import base as baseline`).
     baseline: Builders | None = None
+    # The experiment's name where it is known (a module's last dotted part): how dry_run
+    # names the baseline it diffs against.
+    name: str | None = None
 
     @classmethod
     def from_module(cls, module: types.ModuleType) -> Builders:
@@ -227,6 +238,7 @@ class Builders:
         return cls(
             **builder_functions(vars(module)),
             baseline=cls.from_module(baseline) if isinstance(baseline, types.ModuleType) else None,
+            name=module.__name__.rpartition(".")[2],
         )
 
 

@@ -1,8 +1,11 @@
-"""Ablation hygiene: a variant may differ from base only where its hypothesis says.
+"""Ablation hygiene: a variant may differ from its baseline only where its hypothesis says.
+
+The baseline is the experiment the variant imports as `baseline` (experiment_config's
+BASELINE_NAME): base for the v1 ablations, v1_2_base for a v1.2 one, and so on.
 
 Two checks back the guide's "keep every other hyperparameter identical to the baseline":
 
-1. `check_changes`: build the variant's and base's resolved configs with the same
+1. `check_changes`: build the variant's and its baseline's resolved configs with the same
    CommonComponents (same run name, cluster and project, so identity fields agree) and
    report every field outside the variant's declared `CHANGES` sections that differs:
    learning rate, batch size, optimizer, duration, seeds, data, anything.
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from experiments.framework import diff
 from experiments.framework.experiment_config import (
+    BASELINE_NAME,
     IDENTITY_FIELDS,
     SECTIONS,
     Builders,
@@ -45,14 +49,16 @@ class Violation:
     cluster: str
     change: diff.FieldChange
     declared: tuple[str, ...]
+    baseline: str = "base"
 
     def message(self) -> str:
         return (
-            f"{self.experiment} changes {self.change.path} (base {diff._show(self.change.base)}"
-            f" -> {self.experiment} {diff._show(self.change.other)}, cluster "
-            f"{self.cluster}), but its CHANGES = {self.declared} does not include "
-            f"{self.change.section!r}. Keep base's value, or make this a separate experiment "
-            "whose hypothesis is about it."
+            f"{self.experiment} changes {self.change.path} ({self.baseline} "
+            f"{diff._show(self.change.base)} -> {self.experiment} "
+            f"{diff._show(self.change.other)}, cluster {self.cluster}), but its CHANGES = "
+            f"{self.declared} does not include {self.change.section!r}. Keep "
+            f"{self.baseline}'s value, or make this a separate experiment whose hypothesis is "
+            "about it."
         )
 
 
@@ -76,6 +82,26 @@ def declared_changes(module: types.ModuleType) -> tuple[str, ...]:
 
 def experiment_name(module: types.ModuleType) -> str:
     return module.__name__.rpartition(".")[2]
+
+
+def baseline_of(variant: types.ModuleType) -> types.ModuleType:
+    """The experiment module `variant` imports as its baseline, checked to lead back to a
+    root baseline (one that names none, like base) without a cycle."""
+    baseline = getattr(variant, BASELINE_NAME, None)
+    if not isinstance(baseline, types.ModuleType):
+        raise HygieneError(
+            f"{variant.__name__} names no baseline: import the experiment it is compared to "
+            "as `baseline`, e.g. `from experiments import v1_2_base as baseline`"
+        )
+    seen = [experiment_name(variant)]
+    module: types.ModuleType | None = baseline
+    while isinstance(module, types.ModuleType):
+        if experiment_name(module) in seen:
+            chain = " -> ".join([*seen, experiment_name(module)])
+            raise HygieneError(f"{variant.__name__}'s baselines form a cycle: {chain}")
+        seen.append(experiment_name(module))
+        module = getattr(module, BASELINE_NAME, None)
+    return baseline
 
 
 def check_changes(
@@ -106,7 +132,7 @@ def check_changes(
         variant_config = build_config(variant_builders, common)
         for change in diff.diff_configs(base_config, variant_config, ignore=IDENTITY_FIELDS):
             if change.section not in declared:
-                violations.append(Violation(name, cluster, change, declared))
+                violations.append(Violation(name, cluster, change, declared, experiment_name(base)))
     return violations
 
 

@@ -111,3 +111,38 @@ def test_a_variant_without_docstring_or_main_is_reported(tmp_path: Path) -> None
     problems = "\n".join(hygiene.check_variant_source(path))
     assert "must open with a docstring" in problems
     assert "__main__" in problems
+
+
+def test_a_variant_is_held_to_the_baseline_it_imports_not_to_base() -> None:
+    """Several baselines: a variant of a baseline that itself raised the lr keeps that lr
+    without declaring it, and a change of its own is reported against that baseline."""
+    v2_base = make_variant(
+        "v2_base", ("train_module",), build_train_module_config=build_train_module_config_with_lr
+    )
+
+    def build_dataloader_config(common):
+        return dataclasses.replace(BASE.build_dataloader_config(common), seed=7)
+
+    v2_variant = make_variant(
+        "v2_seed7", ("model",), **{name: getattr(v2_base, name) for name in BUILDER_NAMES.values()}
+    )
+    v2_variant.build_dataloader_config = build_dataloader_config
+    v2_variant.baseline = v2_base
+    assert hygiene.baseline_of(v2_variant) is v2_base
+    violations = hygiene.check_changes(v2_variant, v2_base)
+    assert [v.change.path for v in violations] == ["data_loader.seed"]
+    assert "(v2_base 3622 -> v2_seed7 7" in violations[0].message()
+    assert "Keep v2_base's value" in violations[0].message()
+    # Against v1 base the inherited lr would count as a change outside CHANGES too.
+    against_base = sorted(v.change.path for v in hygiene.check_changes(v2_variant, BASE))
+    assert against_base == ["data_loader.seed", "train_module.optimizer.lr"]
+
+
+def test_a_variant_without_a_baseline_or_with_a_cycle_of_baselines_is_refused() -> None:
+    orphan = make_variant("base_orphan", ("model",))
+    with pytest.raises(hygiene.HygieneError, match="names no baseline: import the experiment"):
+        hygiene.baseline_of(orphan)
+    first, second = make_variant("loop_a", ("model",)), make_variant("loop_b", ("model",))
+    first.baseline, second.baseline = second, first
+    with pytest.raises(hygiene.HygieneError, match="cycle: loop_a -> loop_b -> loop_a"):
+        hygiene.baseline_of(first)
