@@ -81,11 +81,22 @@ class EvaluatorCallback(Callback):
         return step % self.config.interval == 0 or (self.config.at_end and last)
 
     def post_step(self, step: int, metrics: Metrics) -> None:
-        if not self.trainer.is_main or not self._due(step):
+        if not self._due(step):
+            return
+        full_model = getattr(self.trainer.train_module, "full_model", None)
+        if full_model is None:
+            self._evaluate(step, metrics, getattr(self.trainer.train_module, "model", None))
+            return
+        # A sharded (FSDP) model is gathered on every rank, a collective, and rank 0 runs
+        # the gathered copy: its blocks cannot run on rank 0 alone.
+        with full_model() as model:
+            self._evaluate(step, metrics, model)
+
+    def _evaluate(self, step: int, metrics: Metrics, model: object) -> None:
+        if not self.trainer.is_main:
             return
         if self.evaluator is None:
             self.evaluator = self.config.evaluator.build()
-        model = getattr(self.trainer.train_module, "model", None)
         if model is None:
             raise TypeError("the train module has no `model` attribute to evaluate")
         logger.info(

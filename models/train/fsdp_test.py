@@ -4,8 +4,9 @@ final weights under the same names.
 
 The tiny runs go through this file's `main` (run as a module under torchrun): the tiny
 pretraining run plus a callback that, after the last step, writes the final model state
-(gathered from the shards under fsdp/hsdp) and checks that `load_state_dict` restores it
-into a model whose weights were wiped.
+(gathered from the shards under fsdp/hsdp), the state of rank 0's full copy that in-loop
+evaluation runs (`full_model`), and the state `load_state_dict` restores into a model whose
+weights were wiped; the test compares the three.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ COMPARED = ("loss", "patch_disc_a", "patch_disc_b", "infonce", "grad_norm")
 STEPS = 5
 FINAL_STATE = "final_model.pt"
 RELOADED_STATE = "reloaded_model.pt"
+FULL_COPY_STATE = "full_model.pt"
 TINY_LR = inspect.signature(tiny_run.tiny_config).parameters["lr"].default
 
 
@@ -50,6 +52,9 @@ class SaveAndReloadFinalState(Callback):
         state = copy.deepcopy(distributed.broadcast_object(module.state_dict()))
         if self.trainer.is_main:
             torch.save(state["model"], run / FINAL_STATE)
+        with module.full_model() as full:  # what the in-loop evaluation runs on rank 0
+            if self.trainer.is_main:
+                torch.save(full.state_dict(), run / FULL_COPY_STATE)
         with torch.no_grad():
             for parameter in module.model.parameters():
                 parameter.zero_()
@@ -132,10 +137,11 @@ def _assert_same_training(run: Path, baseline: Path) -> None:
             assert (got[keys] - want[keys]).abs().max() < STEPS * TINY_LR, key
             got[keys] = want[keys] = 0
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5, msg=key)
-    reloaded = torch.load(run / RELOADED_STATE, weights_only=True)
-    assert reloaded.keys() == final.keys()
-    for key, value in final.items():
-        assert torch.equal(reloaded[key], value), key
+    for copy_name in (RELOADED_STATE, FULL_COPY_STATE):
+        copied = torch.load(run / copy_name, weights_only=True)
+        assert copied.keys() == final.keys(), copy_name
+        for key, value in final.items():
+            assert torch.equal(copied[key], value), (copy_name, key)
 
 
 def _key_bias_rows(key: str, value: torch.Tensor) -> slice | None:

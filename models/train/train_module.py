@@ -37,8 +37,10 @@ is written for the bad one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import torch
@@ -274,13 +276,17 @@ class ContrastiveLatentMIMTrainModule:
         self.config = config
         self.device = device
         self.env = env
+        self.sharded = config.parallelism in parallel.SHARDED_CHOICES and distributed.is_active()
+        # Rank 0 keeps an unsharded copy, where it is built (the CPU in pretraining), for
+        # `full_model` (the in-loop evaluation runs the encoder on rank 0 alone, which a
+        # sharded model cannot: each block's all-gather needs every rank).
+        self._full_copy = copy.deepcopy(model) if self.sharded and env.is_main else None
         self.model = model.to(device)
         self.global_batch_size = global_batch_size
         self.rank_batch_size = config.rank_batch_size(global_batch_size, env.world_size)
         self.autocast_dtype = config.autocast_dtype(device)
         # Sharded in place before the optimizer is built: AdamW must hold the sharded
         # parameters (its state is then sharded too).
-        self.sharded = config.parallelism in parallel.SHARDED_CHOICES and distributed.is_active()
         if self.sharded:
             mesh = parallel.build_mesh(
                 config.parallelism, env.world_size, device.type, config.shard_degree
@@ -435,6 +441,30 @@ class ContrastiveLatentMIMTrainModule:
             # shards, identical on every rank.
             norm = norm.full_tensor()
         return float(norm)
+
+    @contextlib.contextmanager
+    def full_model(self) -> Iterator[nn.Module | None]:
+        """The model with full parameters, for code that runs it on rank 0 alone (the
+        in-loop evaluation); `self.model` itself under ddp or in one process.
+
+        Under fsdp/hsdp this gathers the weights (a collective: enter it on every rank) into
+        rank 0's unsharded copy, on the training device while inside, back on its own
+        device after; other ranks get None. Changes to the copy do not reach training.
+        """
+        if not self.sharded:
+            yield self.model
+            return
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(self.model, options=options)
+        if self._full_copy is None:
+            yield None
+            return
+        home = next(self._full_copy.parameters()).device
+        self._full_copy.load_state_dict(state)
+        try:
+            yield self._full_copy.to(self.device)
+        finally:
+            self._full_copy.to(home)
 
     def state_dict(self, *, model_and_optimizer: bool = True) -> dict[str, Any]:
         """Model, optimizer, schedule and token count. Collective under fsdp/hsdp: call on
