@@ -5,7 +5,8 @@
 #   tools/bench/gpu_check.sh [--out DIR] [--plan]        # from a checkout (e.g. the cuda image)
 #
 # In under 10 minutes (each step has a time limit; 9.5 minutes in all):
-#   a. model_tests   pytest models/ with TERRA_LAB_TEST_DEVICE=cuda: the tests that take the
+#   a. model_tests   pytest models/ (tools/bench/parallel_pytest.py: a process per package,
+#                    several at once) with TERRA_LAB_TEST_DEVICE=cuda: the tests that take the
 #                    `device` fixture (conftest.py) run on CUDA, the trainer's tests pick the
 #                    GPU themselves (models/train/distributed.py), the rest stay on the CPU;
 #   b. parity_bf16   models/latent_mim/parity_bf16_test.py on CUDA: one v1 step in bf16
@@ -74,8 +75,9 @@ training_args() {  # parallelism global_batch -> the training command's argument
 
 if ((plan)); then
   echo "gpu_check plan (python: $python)"
-  echo "a. TERRA_LAB_TEST_DEVICE=cuda $python -m pytest -q models/"
-  echo "b. TERRA_LAB_TEST_DEVICE=cuda $python -m pytest -q -rP" \
+  echo "a. TERRA_LAB_TEST_DEVICE=cuda $python -m tools.bench.parallel_pytest --jobs CORES/2" \
+    "models/"
+  echo "b. TERRA_LAB_TEST_DEVICE=cuda $python -m pytest -q -rPs" \
     "models/latent_mim/parity_bf16_test.py"
   for parallelism in ddp fsdp; do
     echo "c. $python -m torch.distributed.run --standalone --nproc_per_node GPUS" \
@@ -168,19 +170,22 @@ detail() {  # name -> one cell of what the step measured
   esac
 }
 
-run_step dataset 120 "$python" -c \
+run_step dataset 90 "$python" -c \
   "from models.data import synthetic; print(synthetic.ensure_default_dataset())"
-run_step model_tests 210 env TERRA_LAB_TEST_DEVICE=cuda "$python" -m pytest -q -p no:cacheprovider \
-  models/
-run_step parity_bf16 60 env TERRA_LAB_TEST_DEVICE=cuda "$python" -m pytest -q -rPs \
+# One pytest per package, half as many at once as there are cores (each takes 2 threads).
+jobs=$(($(nproc) / 2))
+jobs=$((jobs < 1 ? 1 : jobs > 8 ? 8 : jobs))
+run_step model_tests 180 env TERRA_LAB_TEST_DEVICE=cuda "$python" -m tools.bench.parallel_pytest \
+  --jobs "$jobs" models/
+run_step parity_bf16 45 env TERRA_LAB_TEST_DEVICE=cuda "$python" -m pytest -q -rPs \
   -p no:cacheprovider models/latent_mim/parity_bf16_test.py
 for parallelism in ddp fsdp; do
   # shellcheck disable=SC2046  # the arguments are words without spaces
-  run_step "train_$parallelism" 105 env TERRA_RUN_ROOT="$out/runs" WANDB_MODE=disabled \
+  run_step "train_$parallelism" 90 env TERRA_RUN_ROOT="$out/runs" WANDB_MODE=disabled \
     "$python" -m torch.distributed.run --standalone --nproc_per_node "$count" \
     experiments/base.py train $(training_args "$parallelism" "$((MICROBATCH * count))")
 done
-run_step train_step 90 "$python" -m tools.bench.train_step --device cuda --dtype bf16 \
+run_step train_step 75 "$python" -m tools.bench.train_step --device cuda --dtype bf16 \
   --no-reference --size base_shallow_decoder --patch 4,8 --repeats 5
 
 {
