@@ -17,7 +17,10 @@ additive encodings with no rotation):
 Coordinates (`positions_of`): row and column are patch indices times the ground spacing of a
 patch in 10 m units (input_res_m * patch_size / 10, the "gsd ratio"), so a place keeps its
 coordinates whatever the patch size; time is days since 2000-01-01 times temporal_scale (1/30
-in v1.2: about months). Static modalities sit at t = 0, non-spatial ones at the origin.
+in v1.2: about months). Spatial tokens [B, h, w, T, S, D] take the time of their slot among the
+sample's first T timestamps, so a static map (T = 1) sits at the first timestamp's time, as in
+the reference's code (its docstring says t = 0; measured against olmoearth-pretrain 0.1.2);
+non-spatial tokens [B, S, D] sit at the origin.
 
 Shapes: packed q/k [N, heads, Dh] with positions [N, A], or padded [B, heads, N, Dh] with
 positions [B, N, A]; A = 2 (row, col) or 3 (t, row, col).
@@ -287,7 +290,7 @@ def positions_of(
             col = torch.arange(cols, dtype=torch.float32, device=value.device) * spacing
             positions[..., axes - 2] = row[None, :, None, None, None]
             positions[..., axes - 1] = col[None, None, :, None, None]
-            if time is not None and modalities.get(name).is_multitemporal:
+            if time is not None:  # static maps (T = 1) take the first timestamp's time
                 if time.shape[1] < steps:
                     raise ValueError(
                         f"{name} has T={steps} timesteps but timestamps have {time.shape[1]}"
