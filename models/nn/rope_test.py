@@ -124,7 +124,9 @@ def test_positions_scale_rows_and_cols_by_the_gsd_ratio_and_time_by_months():
     assert p[0, 1, 2, 0, 0, 1:].tolist() == [4.0, 8.0]  # (row 1, col 2) x 4 px x 10 m / 10 m
     torch.testing.assert_close(p[0, 0, 0, :, 0, 0], torch.tensor([31.0, 90.0]) / 30)
     # A static map sits at the first timestamp's time (the reference's code does so).
-    assert positions["worldcover"][0, 1, 1, 0, 0].tolist() == [31 / 30, 4.0, 4.0]
+    torch.testing.assert_close(
+        positions["worldcover"][0, 1, 1, 0, 0], torch.tensor([31 / 30, 4, 4])
+    )
     two_d = rope.positions_of({"sentinel2_l2a": s2}, "rope", timestamps, patch_size=2)
     assert two_d["sentinel2_l2a"][0, 1, 2, 1, 0].tolist() == [2.0, 4.0]
 
