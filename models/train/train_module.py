@@ -115,6 +115,10 @@ class TrainModuleConfig(Configurable["TrainModule"]):
         autocast: "auto" = bf16 autocast on GPU and none on CPU; "bfloat16"; "none".
         find_unused_parameters: DDP option; needed when some parameters get no gradient
             in a step (e.g. the patch embedding of a modality absent from the batch).
+            fsdp/hsdp have no such option: FSDP reduces the gradients that exist, so every
+            rank must run the same modules in a step. It does here: every sample carries
+            every training modality (absent ones filled, MISSING), so each embedding runs
+            (and gets a zero gradient when all its tokens are masked).
         parallelism: one of PARALLELISM_CHOICES. "ddp": full replicas, gradients
             all-reduced (DistributedDataParallel). "fsdp": parameters, gradients and AdamW
             state sharded over all ranks (FSDP2 fully_shard per transformer block, then the
