@@ -5,7 +5,9 @@ permanent one every `permanent_interval` steps (never pruned); the reference rec
 250 and 5000. A final checkpoint is written when training ends normally, unless the
 newest one already holds the last step (a resumed run that had nothing left to train).
 
-This callback only saves. Resuming is a step of `Trainer.fit` (models/train/trainer.py):
+A train module with a model and an optimizer is checkpointed sharded: every rank writes its
+shard of their state (models/train/checkpoint.py `save_sharded`), so this callback's save is
+collective. This callback only saves. Resuming is a step of `Trainer.fit` (models/train/trainer.py):
 it loads the newest checkpoint that loads before any callback's `pre_train`.
 
 It runs in the PERSIST phase, after the loggers: in `post_step` a step's metrics are on
