@@ -9,6 +9,9 @@ Sentinel-1 and the WorldCover map (decode-only); patch size 2 on 4 x 4 patch win
 global batch 4 in microbatches of 2; an encoder and predictor of width 32 and depth 1
 (`--size nano` trains the reference nano instead). A step takes about 0.06 s on 2 cores.
 
+`--parallelism fsdp|hsdp` (with `--shard-degree` for hsdp) shards the model under torchrun
+instead of DDP (train_module.parallelism); models/train/fsdp_test compares them.
+
 `--merge-ranks R` runs one process on batches that concatenate what ranks 0..R-1 of an
 R-rank run would read (rank r's samples become microbatch r), so its losses must equal an
 R-process torchrun run of the same config: the data-parallel equivalence check.

@@ -281,10 +281,10 @@ class ContrastiveLatentMIMTrainModule:
         self.device = device
         self.env = env
         self.sharded = config.parallelism in parallel.SHARDED_CHOICES and distributed.is_active()
-        # Rank 0 keeps an unsharded copy, where it is built (the CPU in pretraining), for
-        # `full_model` (the in-loop evaluation runs the encoder on rank 0 alone, which a
-        # sharded model cannot: each block's all-gather needs every rank).
-        self._full_copy = copy.deepcopy(model) if self.sharded and env.is_main else None
+        # Rank 0 keeps an unsharded copy in CPU memory for `full_model` (the in-loop
+        # evaluation runs the encoder on rank 0 alone, which a sharded model cannot: each
+        # block's all-gather needs every rank); 4 bytes a parameter, 0.5 GB for base.
+        self._full_copy = copy.deepcopy(model).cpu() if self.sharded and env.is_main else None
         self.model = model.to(device)
         self.global_batch_size = global_batch_size
         self.rank_batch_size = config.rank_batch_size(global_batch_size, env.world_size)
@@ -452,8 +452,8 @@ class ContrastiveLatentMIMTrainModule:
         in-loop evaluation); `self.model` itself under ddp or in one process.
 
         Under fsdp/hsdp this gathers the weights (a collective: enter it on every rank) into
-        rank 0's unsharded copy, on the training device while inside, back on its own
-        device after; other ranks get None. Changes to the copy do not reach training.
+        rank 0's unsharded copy, on the training device while inside, back in CPU memory
+        after; other ranks get None. Changes to the copy do not reach training.
         """
         if not self.sharded:
             yield self.model
@@ -463,12 +463,11 @@ class ContrastiveLatentMIMTrainModule:
         if self._full_copy is None:
             yield None
             return
-        home = next(self._full_copy.parameters()).device
         self._full_copy.load_state_dict(state)
         try:
             yield self._full_copy.to(self.device)
         finally:
-            self._full_copy.to(home)
+            self._full_copy.cpu()
 
     def state_dict(self, *, model_and_optimizer: bool = True) -> dict[str, Any]:
         """Model, optimizer, schedule and token count. Collective under fsdp/hsdp: call on
