@@ -157,7 +157,7 @@ def test_the_cli_surface_is_frozen() -> None:
         "train_module.global_batch_size",
     }
     assert set(resolution.REFUSED) == {"model", "experiment", "run_name", "cluster"}
-    assert set(resolution.OPTIONS) == {"model_size"}
+    assert set(resolution.OPTIONS) == {"model_size", "estimate.gpu"}
 
 
 def test_dry_run_of_the_encoder_variant_shows_its_projection_and_a_model_only_diff() -> None:

@@ -12,6 +12,9 @@ widths) and keeps every config class, so the variant's change stays what it is; 
 model change is a variant file (`--model.*` is refused). It is applied to the built config
 before the other overrides, to the baseline's too where dry_run diffs against it, and it is
 recorded in overrides.txt like any override, so a run folder re-creates it.
+
+`--estimate.gpu=<name>` (dry_run only) picks the accelerator of models/train/accelerators.py
+that dry_run's memory and time estimate is for (default: H100); it changes no config.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from experiments.framework.experiment_config import (
 )
 from models.latent_mim import sizes
 from models.names import names
+from models.train import accelerators
 
 SUBCOMMANDS = ("dry_run", "train", "launch", "evaluate", "visualize")
 
@@ -40,6 +44,8 @@ USAGE = """usage: <experiment> SUBCOMMAND RUN_NAME CLUSTER [--resume] [--key=val
   --untrained (evaluate, visualize): use the untrained model when the run has no checkpoint
   --model_size=NAME: the variant's encoder and decoder at a size of models/latent_mim/sizes.py
       (e.g. nano, 128 wide, for CPU), keeping the variant's config classes
+  --estimate.gpu=NAME (dry_run): the GPU of the memory and time estimate (default H100;
+      models/train/accelerators.py lists them: H200, A100-80GB, L40S, ...)
   e.g. ./tools/bazel run //experiments:nano -- train nano_quickstart local --trainer.max_steps=100
        ./tools/bazel run //experiments:base -- launch base_lr1e-4 slurm --launch.num_gpus=8 \\
            --trainer.callbacks.wandb.project=2026_11_25_my_study
@@ -78,10 +84,13 @@ ALIASES: dict[str, ov.Alias] = {
 """The guide's names for fields whose real place is an implementation detail."""
 
 MODEL_SIZE = "model_size"
+ESTIMATE_GPU = "estimate.gpu"
 
 OPTIONS = {
     MODEL_SIZE: "the variant's encoder and decoder at this size of models/latent_mim/sizes.py "
     "(widths, depths, heads, mlp ratio), its config classes kept, e.g. --model_size=nano",
+    ESTIMATE_GPU: "dry_run only: the accelerator (models/train/accelerators.py) its memory and "
+    "time estimate is for, e.g. --estimate.gpu=H200; changes no config",
 }
 """Keys that are no config path: what each sets is described here (see the module docstring)."""
 
@@ -134,6 +143,7 @@ class Invocation:
     warnings: list[str] = dataclasses.field(default_factory=list)
     resume: bool = False
     untrained: bool = False
+    estimate_gpu: str | None = None
 
 
 def resolve(builders: Builders, argv: Sequence[str], experiment: str) -> Invocation:
@@ -167,6 +177,7 @@ def resolve(builders: Builders, argv: Sequence[str], experiment: str) -> Invocat
     if problem := names.run_name_problem(run_name):
         raise naming.NamingError(f"{problem}. Type for example: {experiment}")
     overrides = ov.parse_overrides(rest)
+    estimate_gpu, overrides = _estimate_gpu(overrides, subcommand)
     for override in overrides:
         for key, reason in IDENTITY_KEYS.items():
             if override.key == key or (key.endswith(".") and override.key.startswith(key)):
@@ -203,7 +214,24 @@ def resolve(builders: Builders, argv: Sequence[str], experiment: str) -> Invocat
         warnings=warnings,
         resume=resume,
         untrained=untrained,
+        estimate_gpu=estimate_gpu,
     )
+
+
+def _estimate_gpu(
+    overrides: list[ov.Override], subcommand: str
+) -> tuple[str | None, list[ov.Override]]:
+    """The accelerator `--estimate.gpu` names (its table name), and the other overrides."""
+    chosen = [override for override in overrides if override.key == ESTIMATE_GPU]
+    if not chosen:
+        return None, overrides
+    if subcommand != "dry_run":
+        raise UsageError(f"--{ESTIMATE_GPU} belongs to dry_run, not {subcommand}")
+    try:
+        name = accelerators.get(chosen[0].value).name
+    except ValueError as error:
+        raise ov.OverrideError(f"{chosen[0].text}: {error}") from None
+    return name, [override for override in overrides if override.key != ESTIMATE_GPU]
 
 
 def apply_cli_overrides(

@@ -46,6 +46,7 @@ from experiments.framework import (
     cli,
     clusters,
     diff,
+    footprint_report,
     identity,
     launching,
     naming,
@@ -67,6 +68,7 @@ from experiments.framework.study import (
 )
 from launcher import api as launcher
 from models.names import names
+from models.train import accelerators, footprint
 from models.train.callbacks.metrics_logger import read_metrics
 
 SUBCOMMANDS = ("dry_run", "launch", "status", "compare", "reproduce")
@@ -90,10 +92,11 @@ USAGE = (
     "  e.g. ./tools/bazel run //experiments/studies:per_modality_projection -- dry_run local"
 )
 # Compute estimate: 6 FLOPs per parameter per token (forward + backward) at 40% of an
-# H100's 989 TFLOP/s dense bf16 peak, a typical utilisation for ViT pretraining.
+# H100's dense bf16 peak (models/train/accelerators.py), a typical utilisation for ViT
+# pretraining.
 FLOPS_PER_PARAM_TOKEN = 6
-H100_PEAK_FLOPS = 989e12
-ASSUMED_MFU = 0.4
+H100_PEAK_FLOPS = accelerators.get("H100").peak_bf16_flops
+ASSUMED_MFU = footprint.DEFAULT_MFU
 TIMING_KEYS = ("step_time_s", "samples_per_s", "tokens_per_s")
 
 
@@ -270,8 +273,16 @@ def compute_estimate(runs: Sequence[ResolvedRun]) -> list[str]:
             unknown.append(run.planned.name)
             continue
         total += FLOPS_PER_PARAM_TOKEN * params[experiment] * tokens * steps
+    memory = {}
+    for run in runs:
+        if run.planned.experiment not in memory:
+            try:
+                memory[run.planned.experiment] = footprint_report.summary(run.config)
+            except (AttributeError, ValueError) as error:  # a model or loader it cannot read
+                memory[run.planned.experiment] = f"no memory estimate: {error}"
     for experiment, count in params.items():
         lines.append(f"  {experiment:<32} {subcommands.format_count(count):>9} parameters")
+        lines.append(f"  {'':<32} {memory[experiment]}")
     if unknown:
         lines.append(
             f"  {len(unknown)} runs train for epochs, whose steps depend on the dataset size; "

@@ -132,6 +132,7 @@ def test_dry_run_lists_runs_diffs_and_passes_identical_hyperparameters(run_root:
     assert "model.encoder._class_" in out
     assert "trainer.seed: 0 -> 1" in out
     assert "FLOPs over 4 runs" in out
+    assert "GB per GPU (ddp, microbatch" in out and "on H100-SXM" in out
     assert "hyperparameters: identical across the study" in out
 
 

@@ -1,7 +1,8 @@
 """The five subcommands; each takes a resolved Invocation and returns an exit status.
 
-dry_run    resolved config (YAML), parameter counts, diff against base; builds nothing
-           but the model on the meta device (no memory, no weights)
+dry_run    resolved config (YAML), parameter counts, per-GPU memory and step time
+           (footprint_report.py), diff against base; builds nothing but the model on the
+           meta device (no memory, no weights)
 train      trains here; prints where checkpoints, metrics, W&B and the loss plot are
 launch     hands the run to launcher/ (gate -> image -> submit)
 evaluate   scores a checkpoint on held-out batches (experiments/framework/evaluate.py)
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TextIO
 
-from experiments.framework import diff
+from experiments.framework import diff, footprint_report
 from experiments.framework.errors import CommandError
 from experiments.framework.experiment_config import IDENTITY_FIELDS, build_config
 from models.config import serialization
@@ -85,6 +86,13 @@ def dry_run(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
         raise CommandError(f"the model config does not build: {error}") from error
     for name, count in counts.items():
         print(f"  {name:<10} {format_count(count):>9}  ({count:,})", file=stdout)
+    print(_rule("memory and time per GPU (estimate)"), file=stdout)
+    try:
+        lines = footprint_report.estimate_lines(config, invocation.estimate_gpu)
+    except (AttributeError, ValueError) as error:  # a model or loader it cannot read
+        lines = [f"  no estimate: {type(error).__name__}: {error}"]
+    for line in lines:
+        print(line, file=stdout)
     print(_rule("diff against base"), file=stdout)
     baseline_config = baseline_config_for(invocation)
     if baseline_config is None:
