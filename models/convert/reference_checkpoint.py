@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import einops
@@ -467,7 +467,10 @@ def _select_component(state_dict: Mapping[str, Tensor], component: str) -> Mappi
 
 
 def load_reference_checkpoint(
-    source: str | os.PathLike | Mapping[str, Tensor], model: nn.Module
+    source: str | os.PathLike | Mapping[str, Tensor],
+    model: nn.Module,
+    *,
+    convert: Callable[..., dict[str, Tensor]] = convert_reference_state_dict,
 ) -> None:
     """Loads reference OlmoEarth weights into our `model`, strictly.
 
@@ -480,10 +483,13 @@ def load_reference_checkpoint(
     Raises:
         ReferenceCheckpointError: naming every unexpected, missing or wrongly shaped key.
         TypeError: `model` is none of the three.
+
+    `convert` is the mapping (a variant's converter, e.g. models/convert/reference_v1_1.py,
+    wraps `convert_reference_state_dict` and takes its arguments).
     """
     component, patch_embed, target, max_patch_size = _model_options(model)
     state_dict = _select_component(_read(source), component)
-    converted = convert_reference_state_dict(
+    converted = convert(
         state_dict,
         component=component,
         patch_embed=patch_embed,
@@ -510,11 +516,18 @@ def load_reference_checkpoint(
     model.load_state_dict(converted, strict=True)
 
 
-def reference_state_dict_of(model: nn.Module, patch_embed: str = "conv") -> dict[str, Tensor]:
-    """`model`'s weights (our LatentMIM, Encoder or Predictor) in the reference's layout."""
+def reference_state_dict_of(
+    model: nn.Module,
+    patch_embed: str = "conv",
+    *,
+    export: Callable[..., dict[str, Tensor]] = export_reference_state_dict,
+) -> dict[str, Tensor]:
+    """`model`'s weights (our LatentMIM, Encoder or Predictor) in the reference's layout.
+
+    `export` is the mapping (a variant's exporter wraps `export_reference_state_dict`)."""
     component, ours_patch_embed, target, max_patch_size = _model_options(model)
     del ours_patch_embed  # the kind written is the reference's, chosen by `patch_embed`
-    return export_reference_state_dict(
+    return export(
         model.state_dict(),
         component=component,
         patch_embed=patch_embed,
