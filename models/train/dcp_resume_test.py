@@ -1,7 +1,7 @@
 """Sharded (DCP) checkpoints of real tiny runs under torchrun (2 gloo processes on CPU):
 a 2-process checkpoint resumes bit-identically with 2 processes and, resharded, with 1 (on
-the same global batches), a 1-process one with 2, a DDP one under FSDP and the reverse; a
-rank killed mid-save leaves no step_<N>.
+the same global batches), a 1-process one with 2, a DDP one under FSDP or HSDP and the
+reverse; a rank killed mid-save leaves no step_<N>.
 
 The runs are this file run as a script (`_worker`, below): models.train.tiny_run's config
 with a global batch of 8 in microbatches of 2, a checkpoint every 2 steps, and three test
@@ -91,6 +91,7 @@ def _worker(argv: Sequence[str]) -> None:
     parser.add_argument("--run-root", type=Path, required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--parallelism", default="ddp")
+    parser.add_argument("--shard-degree", type=int)
     parser.add_argument("--merge-ranks", type=int, default=0)
     parser.add_argument("--die-after", type=int, default=0)
     parser.add_argument("--dump", type=Path)
@@ -107,6 +108,7 @@ def _worker(argv: Sequence[str]) -> None:
         microbatch_size=2,
         checkpoint_interval=2,
         parallelism=args.parallelism,
+        shard_degree=args.shard_degree,
     )
     callbacks: list[Callback] = []
     if args.die_after:
@@ -270,33 +272,40 @@ def test_two_processes_resume_a_one_process_checkpoint(runs: _Runs, tmp_path: Pa
     assert checkpoint.read_meta(_newest(run))["world_size"] == 2
 
 
-def test_a_ddp_checkpoint_resumes_under_fsdp_and_an_fsdp_one_under_ddp(
-    runs: _Runs, tmp_path: Path
+# fsdp: each rank holds half of every parameter and of the AdamW state. hsdp with shard
+# groups of 1 rank: both ranks hold all of it (replicated), and DCP writes each tensor once.
+@pytest.mark.parametrize(
+    "parallelism, layout",
+    [("fsdp", ()), ("hsdp", ("--shard-degree", "1"))],
+    ids=["fsdp", "hsdp-replicated"],
+)
+def test_a_ddp_checkpoint_resumes_sharded_and_a_sharded_one_under_ddp(
+    runs: _Runs, tmp_path: Path, parallelism: str, layout: tuple[str, ...]
 ) -> None:
-    run = runs.clone("interrupted", "ddp_fsdp_ddp")
+    name = f"ddp_{parallelism}_ddp"
+    run = runs.clone("interrupted", name)
     saved_by_ddp = _saved_state(_newest(run))
     dump = tmp_path / "loaded.pt"
-    # DDP step_4 -> FSDP, preempted again after step 7: FSDP writes step_6, each rank its
-    # half of every parameter and of the AdamW state.
-    fsdp = runs.run(
-        "ddp_fsdp_ddp", 2, "--parallelism", "fsdp", "--die-after", "7", "--dump", str(dump)
+    # DDP step_4 -> sharded, preempted again after step 7 (its newest checkpoint: step_6).
+    sharded = runs.run(
+        name, 2, "--parallelism", parallelism, *layout, "--die-after", "7", "--dump", str(dump)
     )
-    _preempted(fsdp)
-    assert "parallelism ddp, resuming with fsdp" in fsdp.stderr
+    _preempted(sharded)
+    assert f"parallelism ddp, resuming with {parallelism}" in sharded.stderr
     _assert_equal_states(torch.load(dump, weights_only=True), saved_by_ddp)
-    fsdp_checkpoint = _newest(run)
-    meta = checkpoint.read_meta(fsdp_checkpoint)
-    assert fsdp_checkpoint.name == "step_6" and meta["parallelism"] == "fsdp"
-    saved_by_fsdp = _saved_state(fsdp_checkpoint)
-    assert saved_by_fsdp["model"].keys() == saved_by_ddp["model"].keys()
+    sharded_checkpoint = _newest(run)
+    meta = checkpoint.read_meta(sharded_checkpoint)
+    assert sharded_checkpoint.name == "step_6" and meta["parallelism"] == parallelism
+    saved_sharded = _saved_state(sharded_checkpoint)
+    assert saved_sharded["model"].keys() == saved_by_ddp["model"].keys()
     assert all(
-        saved_by_fsdp["model"][name].shape == tensor.shape
-        for name, tensor in saved_by_ddp["model"].items()
+        saved_sharded["model"][key].shape == tensor.shape
+        for key, tensor in saved_by_ddp["model"].items()
     )
-    # FSDP step_6 -> DDP, to the end.
-    ddp = _ok(runs.run("ddp_fsdp_ddp", 2, "--dump", str(dump)))
-    assert "parallelism fsdp, resuming with ddp" in ddp.stderr
-    _assert_equal_states(torch.load(dump, weights_only=True), saved_by_fsdp)
+    # Sharded step_6 -> DDP, to the end.
+    ddp = _ok(runs.run(name, 2, "--dump", str(dump)))
+    assert f"parallelism {parallelism}, resuming with ddp" in ddp.stderr
+    _assert_equal_states(torch.load(dump, weights_only=True), saved_sharded)
     # FSDP reduce-scatters the gradients DDP all-reduces: equal to summation order.
     _assert_same_records(
         read_metrics(run / "metrics.jsonl"),
