@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.distributed.tensor import DTensor
 
 from models.train import distributed, pretrain, tiny_run
 from models.train.callbacks.callback import Callback
@@ -33,6 +34,7 @@ STEPS = 5
 FINAL_STATE = "final_model.pt"
 RELOADED_STATE = "reloaded_model.pt"
 FULL_COPY_STATE = "full_model.pt"
+HOLDINGS = "holdings.json"
 TINY_LR = inspect.signature(tiny_run.tiny_config).parameters["lr"].default
 
 
@@ -46,6 +48,15 @@ class SaveAndReloadFinalState(Callback):
     def post_train(self) -> None:
         module = self.trainer.train_module
         run = Path(self.trainer.run_dir.path)
+        # What each rank holds: parameter elements in its memory and the mesh they live on.
+        holdings = distributed.all_gather_object(
+            {
+                "elements": sum(_local(p).numel() for p in module.model.parameters()),
+                "mesh": _mesh_shape(next(module.model.parameters())),
+            }
+        )
+        if self.trainer.is_main:
+            (run / HOLDINGS).write_text(json.dumps(holdings))
         # A copy: like nn.Module.state_dict(), the state may share storage with the live
         # parameters (under HSDP with 1 shard per group the "gathered" tensors are the
         # parameters' own), and the parameters are wiped below.
@@ -62,6 +73,14 @@ class SaveAndReloadFinalState(Callback):
         reloaded = module.state_dict()
         if self.trainer.is_main:
             torch.save(reloaded["model"], run / RELOADED_STATE)
+
+
+def _local(parameter: torch.Tensor) -> torch.Tensor:
+    return parameter.to_local() if isinstance(parameter, DTensor) else parameter
+
+
+def _mesh_shape(parameter: torch.Tensor) -> list[int] | None:
+    return list(parameter.device_mesh.shape) if isinstance(parameter, DTensor) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,19 +186,34 @@ def ddp_run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    "name, args",
+    "name, args, mesh, shards",
     [
-        ("fsdp", ("--parallelism", "fsdp")),
+        ("fsdp", ("--parallelism", "fsdp"), [2], 2),
         # 2-D meshes: one group of 2 shards ((1, 2), reduce-scatter within the group), and
         # 2 replicas of 1 shard ((2, 1), gradients all-reduced across the replicas).
-        ("hsdp_1x2", ("--parallelism", "hsdp", "--shard-degree", "2")),
-        ("hsdp_2x1", ("--parallelism", "hsdp", "--shard-degree", "1")),
+        ("hsdp_1x2", ("--parallelism", "hsdp", "--shard-degree", "2"), [1, 2], 2),
+        ("hsdp_2x1", ("--parallelism", "hsdp", "--shard-degree", "1"), [2, 1], 1),
     ],
 )
 def test_sharded_runs_match_ddp_losses_grad_norms_and_final_weights(
-    data: Path, ddp_run: Path, tmp_path: Path, name: str, args: tuple[str, ...]
+    data: Path,
+    ddp_run: Path,
+    tmp_path: Path,
+    name: str,
+    args: tuple[str, ...],
+    mesh: list[int],
+    shards: int,
 ) -> None:
-    _assert_same_training(_torchrun(data, tmp_path, name, *args), ddp_run)
+    run = _torchrun(data, tmp_path, name, *args)
+    _assert_same_training(run, ddp_run)
+    # It really was sharded (not DDP under another name): the shards of a group add up to
+    # one full model, DDP's count on each rank, and a rank holds about 1/shards of it (dim
+    # 0 splits like torch.chunk: rank 0 gets the odd rows, within 1% here).
+    (full,) = {rank["elements"] for rank in json.loads((ddp_run / HOLDINGS).read_text())}
+    held = json.loads((run / HOLDINGS).read_text())
+    assert [rank["mesh"] for rank in held] == [mesh, mesh]
+    assert sum(rank["elements"] for rank in held) == full * 2 // shards
+    assert max(rank["elements"] for rank in held) < full / shards * 1.01
 
 
 def test_fsdp_with_a_moving_ema_encoder_target_matches_ddp(data: Path, tmp_path: Path) -> None:
