@@ -40,6 +40,7 @@ from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.filesystem import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.planner import ReadItem
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_state_dict,
     set_model_state_dict,
@@ -214,6 +215,61 @@ def restore(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer 
         set_state_dict(
             model, optimizer, model_state_dict=state[MODEL_KEY], optim_state_dict=state[OPTIM_KEY]
         )
+
+
+def restore_whole(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    model_state: Mapping[str, Any],
+    optimizer_state: Mapping[str, Any] | None,
+) -> None:
+    """Load a whole state into `model` and `optimizer`, which may be sharded (FSDP2): every
+    rank passes the same complete tensors and keeps its own slices.
+
+    The state is what one process's `model.state_dict()` and `optimizer.state_dict()` hold
+    (the plain checkpoints of format 2, written before sharded ones). The optimizer's is
+    numbered; `_by_name` names it for torch's loader.
+    """
+    options = StateDictOptions(full_state_dict=True)
+    if optimizer is None or optimizer_state is None:
+        set_model_state_dict(model, dict(model_state), options=options)
+        return
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=dict(model_state),
+        optim_state_dict=_by_name(model, optimizer, optimizer_state),
+        options=options,
+    )
+
+
+def _by_name(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`Optimizer.state_dict()`'s numbered state keyed by parameter name: number i of group g
+    is the i-th parameter of `optimizer`'s group g (a model built from the same config gives
+    its optimizer the same parameters in the same order)."""
+    names = {parameter: name for name, parameter in model.named_parameters()}
+    saved_groups = state["param_groups"]
+    if len(saved_groups) != len(optimizer.param_groups) or any(
+        len(saved["params"]) != len(current["params"])
+        for saved, current in zip(saved_groups, optimizer.param_groups, strict=True)
+    ):
+        raise ValueError(
+            "the checkpoint's optimizer has parameter groups of "
+            f"{[len(group['params']) for group in saved_groups]} parameters, this one of "
+            f"{[len(group['params']) for group in optimizer.param_groups]}: build the model "
+            "from the config the checkpoint was written with"
+        )
+    by_name: dict[str, Any] = {}
+    groups = []
+    for saved, current in zip(saved_groups, optimizer.param_groups, strict=True):
+        fqns = [names[parameter] for parameter in current["params"]]
+        for number, fqn in zip(saved["params"], fqns, strict=True):
+            if number in state["state"]:
+                by_name[fqn] = state["state"][number]
+        groups.append({**saved, "params": fqns})
+    return {"state": by_name, "param_groups": groups}
 
 
 def _unflatten(flat: Mapping[str, Any], paths: Mapping[str, tuple]) -> dict[str, Any]:

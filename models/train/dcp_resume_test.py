@@ -1,12 +1,13 @@
 """Sharded (DCP) checkpoints of real tiny runs under torchrun (2 gloo processes on CPU):
 a 2-process checkpoint resumes bit-identically with 2 processes and, resharded, with 1 (on
 the same global batches), a 1-process one with 2, a DDP one under FSDP or HSDP and the
-reverse; a rank killed mid-save leaves no step_<N>.
+reverse; a format 2 checkpoint (whole files, written before sharding) resumes exactly in one
+process and under FSDP in two; a rank killed mid-save leaves no step_<N>.
 
 The runs are this file run as a script (`_worker`, below): models.train.tiny_run's config
-with a global batch of 8 in microbatches of 2, a checkpoint every 2 steps, and three test
-hooks: die after a step (as a preempted job), dump the model and optimizer state right
-after the resume, and kill one rank inside the save.
+with a global batch of 8 in microbatches of 2, a checkpoint every 2 steps, and four test
+hooks: die after a step (as a preempted job), write a format 2 checkpoint and die, dump the
+model and optimizer state right after the resume, and kill one rank inside the save.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-from models.train import checkpoint, dcp_checkpoint, distributed, pretrain, tiny_run
+from models.train import checkpoint, dcp_checkpoint, distributed, pretrain, rng, tiny_run
 from models.train.callbacks.callback import Callback
 from models.train.callbacks.metrics_logger import read_metrics
 
@@ -70,6 +71,32 @@ class _DumpResumedState(Callback):
             torch.save({"model": model, "optim": optim}, self.path)
 
 
+class _SaveFormat2AndPreempt(Callback):
+    """After step `at` (in one process): writes the checkpoint the trainer wrote before
+    sharded ones (format 2: whole model.pt, optim.pt and trainer.pt), then stops."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def post_step(self, step: int, metrics: dict) -> None:
+        if step != self.at:
+            return
+        state = dict(self.trainer.train_module.state_dict())
+        parts = {
+            "model": state.pop("model"),
+            "optim": state.pop("optim"),
+            "trainer": {
+                "step": step,
+                "world_size": 1,
+                "train_module": state,
+                "data_loader": [self.trainer.data_loader.state_dict()],
+                "rng": [rng.capture_rng_state()],
+            },
+        }
+        checkpoint.save(self.trainer.run_dir.checkpoints_dir, step, parts, {"world_size": 1})
+        raise _Preempted(f"preempted after step {step}")
+
+
 def _kill_rank_inside_save(step: int, rank: int) -> None:
     """Rank `rank` dies (SIGKILL) right after writing its shard of `step_<step>`, while
     rank 0 waits for it at the barrier before meta.json."""
@@ -95,6 +122,7 @@ def _worker(argv: Sequence[str]) -> None:
     parser.add_argument("--merge-ranks", type=int, default=0)
     parser.add_argument("--die-after", type=int, default=0)
     parser.add_argument("--dump", type=Path)
+    parser.add_argument("--format-2-at", type=int, default=0)
     parser.add_argument("--kill-in-save", nargs=2, type=int, metavar=("STEP", "RANK"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -115,6 +143,8 @@ def _worker(argv: Sequence[str]) -> None:
         callbacks.append(_DieAfter(args.die_after))
     if args.dump:
         callbacks.append(_DumpResumedState(args.dump))
+    if args.format_2_at:
+        callbacks.append(_SaveFormat2AndPreempt(args.format_2_at))
     if args.kill_in_save:
         _kill_rank_inside_save(*args.kill_in_save)
     if args.merge_ranks:
@@ -313,6 +343,39 @@ def test_a_ddp_checkpoint_resumes_sharded_and_a_sharded_one_under_ddp(
         CLOSE,
         1e-5,
     )
+
+
+def test_a_format_2_checkpoint_resumes_exactly_and_under_fsdp_on_two_processes(
+    runs: _Runs, tmp_path: Path
+) -> None:
+    # Written the way checkpoints were before sharding: rank 0's whole files (one process).
+    _preempted(runs.run("format_2", 1, "--format-2-at", "3"))
+    old = runs.path("format_2") / "checkpoints" / "step_3"
+    assert checkpoint.read_meta(old)["format"] == 2 and (old / "model.pt").is_file()
+    saved = checkpoint.load(old)
+    run = runs.clone("format_2", "format_2_fsdp")
+    # One process resumes it exactly as it was written (its own run to the end).
+    _ok(runs.run("format_2", 1))
+    single = runs.path("format_2")
+    _ok(runs.run("single_straight", 1))
+    _assert_same_records(
+        read_metrics(single / "metrics.jsonl"),
+        read_metrics(runs.path("single_straight") / "metrics.jsonl"),
+        EXACT,
+        0,
+    )
+    # Two FSDP processes shard the whole state on load.
+    dump = tmp_path / "loaded.pt"
+    resumed = _ok(runs.run("format_2_fsdp", 2, "--parallelism", "fsdp", "--dump", str(dump)))
+    assert f"resumed from {run / 'checkpoints' / 'step_3'}" in resumed.stderr
+    loaded = torch.load(dump, weights_only=True)
+    assert all(torch.equal(loaded["model"][k], v) for k, v in saved["model"].items())
+    numbered, named = saved["optim"], loaded["optim"]
+    for group, named_group in zip(numbered["param_groups"], named["param_groups"], strict=True):
+        assert group["lr"] == named_group["lr"]
+        for number, name in zip(group["params"], named_group["params"], strict=True):
+            for key, value in numbered["state"][number].items():
+                assert torch.equal(named["state"][name][key], value), (name, key)
 
 
 def test_a_rank_killed_inside_a_save_leaves_no_step_and_the_run_resumes_before_it(

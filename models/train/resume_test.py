@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.train import checkpoint, distributed, pretrain, rng, tiny_run
+from models.train import checkpoint, distributed, pretrain, tiny_run
 from models.train.callbacks.callback import Callback, Phase
 from models.train.callbacks.checkpointer import CheckpointerConfig
 from models.train.callbacks.metrics_logger import read_metrics
@@ -202,58 +202,6 @@ def test_a_planted_sharded_index_does_not_run_and_the_resume_falls_back_to_the_o
     assert resumed.resumed_from == checkpoints / "step_2" and resumed.step == 6
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(f"cannot resume from {newest}: sharded/.metadata was refused" in w for w in warnings)
-
-
-class _SaveFormat2AndDie(Callback):
-    """After step `at`: writes the checkpoint the trainer wrote before sharded checkpoints
-    (format 2: rank 0's whole model.pt, optim.pt and trainer.pt), then dies."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def post_step(self, step: int, metrics: dict) -> None:
-        if step != self.at:
-            return
-        state = dict(self.trainer.train_module.state_dict())
-        parts = {
-            "model": state.pop("model"),
-            "optim": state.pop("optim"),
-            "trainer": {
-                "step": step,
-                "world_size": 1,
-                "train_module": state,
-                "data_loader": [self.trainer.data_loader.state_dict()],
-                "rng": [rng.capture_rng_state()],
-            },
-        }
-        directory = self.trainer.run_dir.checkpoints_dir
-        checkpoint.save(directory, step, parts, {"world_size": 1})
-        raise _Killed
-
-
-def test_a_format_2_checkpoint_of_whole_model_files_still_resumes_exactly(
-    data_dir: Path, tmp_path: Path
-) -> None:
-    torch.set_num_threads(1)
-    straight = pretrain.train(
-        tiny_run.tiny_config(data_dir, tmp_path, "straight", 6, drop_path=0.1)
-    )
-    config = tiny_run.tiny_config(data_dir, tmp_path, "format_2", 6, drop_path=0.1)
-    with pytest.raises(_Killed):
-        pretrain.train(config, callbacks=[_SaveFormat2AndDie(4)])
-    old = tmp_path / "tiny" / "format_2" / "checkpoints" / "step_4"
-    assert checkpoint.read_meta(old)["format"] == 2 and (old / "model.pt").is_file()
-
-    resumed = pretrain.train(config)
-    assert resumed.resumed_from == old
-    expected = read_metrics(straight.run_dir.metrics_path)
-    got = read_metrics(resumed.run_dir.metrics_path)
-    assert [r["step"] for r in got] == list(range(1, 7))
-    for want, have in zip(expected, got, strict=True):
-        assert {k: have[k] for k in COMPARED} == {k: want[k] for k in COMPARED}, want["step"]
-    final = checkpoint.load(straight.run_dir.checkpoints_dir / "step_6", parts=["model"])["model"]
-    weights = resumed.train_module.model.state_dict()
-    assert all(torch.equal(weights[name], tensor) for name, tensor in final.items())
 
 
 # -- Trainer.resume: which checkpoint, with a counter for a model ---------------------------

@@ -28,7 +28,7 @@ from torch import nn
 
 from models.config import serialization
 from models.config.configurable import Configurable
-from models.train import checkpoint, distributed, rng
+from models.train import checkpoint, dcp_checkpoint, distributed, rng
 from models.train.callbacks.callback import Callback, Metrics, in_phase_order
 from models.train.callbacks.defaults import default_callbacks
 from models.train.run_dir import RunDirConfig, RunDirectory, RunLock
@@ -446,12 +446,18 @@ class Trainer:
                 f"this {type(self.train_module).__name__} has no `model` and `optimizer` to "
                 "restore it into"
             )
-        for name in checkpoint.SHARDED_PARTS:
-            if name in parts:
-                module_state[name] = parts[name]
+        whole = {name: parts[name] for name in checkpoint.SHARDED_PARTS if name in parts}
+        if sharded is None:
+            module_state.update(whole)
         self.train_module.load_state_dict(module_state)
         if shards is not None:
             shards.restore(sharded.model, sharded.optimizer)
+        elif sharded is not None and whole:
+            # A plain (format 2) checkpoint: the whole state, loaded on every rank, into a
+            # model that may be sharded now (FSDP after DDP).
+            dcp_checkpoint.restore_whole(
+                sharded.model, sharded.optimizer, whole["model"], whole.get("optim")
+            )
         same_layout = state["world_size"] == self.env.world_size
         if not same_layout:
             logger.warning(
