@@ -1,8 +1,8 @@
 """The five subcommands; each takes a resolved Invocation and returns an exit status.
 
 dry_run    resolved config (YAML), parameter counts, per-GPU memory and step time
-           (footprint_report.py), diff against base; builds nothing but the model on the
-           meta device (no memory, no weights)
+           (footprint_report.py), diff against its baseline; builds nothing but the model
+           on the meta device (no memory, no weights)
 train      trains here; prints where checkpoints, metrics, W&B and the loss plot are
 launch     hands the run to launcher/ (gate -> image -> submit)
 evaluate   scores a checkpoint on held-out batches (experiments/framework/evaluate.py)
@@ -93,7 +93,9 @@ def dry_run(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
         lines = [f"  no estimate: {type(error).__name__}: {error}"]
     for line in lines:
         print(line, file=stdout)
-    print(_rule("diff against base"), file=stdout)
+    # The experiment's own baseline (base, v1_2_base, ...): the module it imports as such.
+    baseline = invocation.builders.baseline
+    print(_rule(f"diff against {(baseline and baseline.name) or 'base'}"), file=stdout)
     baseline_config = baseline_config_for(invocation)
     if baseline_config is None:
         print("  (this is base: it names no baseline)", file=stdout)
