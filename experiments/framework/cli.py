@@ -6,7 +6,8 @@
         --launch.num_gpus=8 --trainer.callbacks.wandb.project=2026_11_25_s2_only
 
 Subcommands:
-    dry_run    print the resolved config, parameter counts and the diff against base
+    dry_run    print the resolved config, parameter counts and the diff against its
+               baseline (base, or the baseline the experiment imports, e.g. v1_2_base)
     train      train here (one process, or one rank of a torchrun job)
     launch     hand the run to the launcher (gate, image, submit)
     evaluate   score a run's newest checkpoint on held-out batches
@@ -16,6 +17,12 @@ Options:
     --resume   (train, launch) continue an existing run of the same setup: experiment,
                commit and config must match what the run folder recorded (identity.json)
     --untrained  (evaluate, visualize) use the untrained model when the run has no checkpoint
+    --init_from=PATH  (train, launch) a new run starts from these weights instead of its
+               random initialisation: a checkpoint folder (runs/<project>/<run>/checkpoints/
+               step_<N>), a run folder (its newest checkpoint), a state dict file of the
+               model, or a reference OlmoEarth weights.pth (converted); weights that do not
+               fit the model are refused naming the first key (init_from.py). It is a config
+               field: config.yaml and overrides.txt record it
     --model_size=NAME  the variant's encoder and decoder at a size of
                models/latent_mim/sizes.py (widths, depths, heads; e.g. nano, 128 wide, for
                CPU), config classes kept; applied to base too, so dry_run's diff is the

@@ -126,6 +126,13 @@ class ExperimentConfig(Configurable["Trainer"]):
         trainer: loop length, run folder, checkpoints, logging callbacks.
         launch: cluster resources.
         visualize: what `visualize` draws.
+        init_from: weights a new run starts from instead of its random initialisation
+            (`train ... --init_from=PATH`, for fine-tuning or continued pretraining): one
+            of our checkpoints (`checkpoints/step_<N>`, or a run folder: its newest), a
+            state dict file of our model, or a reference OlmoEarth `weights.pth` (through
+            models/convert). None: the seed's initialisation. experiments/framework/
+            init_from.py reads and checks it; a resumed run ignores it (its checkpoint holds
+            the weights).
 
     The model seed is `trainer.seed` (the `seed` property reads it; `--seed` is an alias).
     Files written before it had one place hold a top-level `seed:` too, the source the
@@ -142,6 +149,7 @@ class ExperimentConfig(Configurable["Trainer"]):
     trainer: Any
     launch: LaunchSettings
     visualize: VisualizeSettings
+    init_from: str | None = None
 
     @property
     def seed(self) -> int:

@@ -46,6 +46,8 @@ USAGE = """usage: <experiment> SUBCOMMAND RUN_NAME CLUSTER [--resume] [--key=val
       (e.g. nano, 128 wide, for CPU), keeping the variant's config classes
   --estimate.gpu=NAME (dry_run): the GPU of the memory and time estimate (default H100;
       models/train/accelerators.py lists them: H200, A100-80GB, L40S, ...)
+  --init_from=PATH (train): start from these weights (a checkpoint or run folder, a state dict
+      file, a reference weights.pth) instead of the random initialisation
   e.g. ./tools/bazel run //experiments:nano -- train nano_quickstart local --trainer.max_steps=100
        ./tools/bazel run //experiments:base -- launch base_lr1e-4 slurm --launch.num_gpus=8 \\
            --trainer.callbacks.wandb.project=2026_11_25_my_study

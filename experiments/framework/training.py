@@ -239,20 +239,25 @@ def train(
     """Train `config` to its max duration (resuming from the run's newest checkpoint).
 
     Generates the embedded dataset first when the config uses it, then hands the config
-    to models.train.pretrain.train (seeding, process group, model, data, trainer).
+    to models.train.pretrain.train (seeding, process group, model, data, trainer). A new
+    run with `config.init_from` starts from those weights (init_from.py).
 
     Args:
         config: a resolved experiment config (e.g. serialization.load("runs/p/r/config.yaml")).
         callbacks: extra models.train callbacks.
         device: torch device; default: this rank's GPU, else the CPU.
     """
+    from experiments.framework import init_from
     from models.train import checkpoint, pretrain
 
+    # Read and checked before anything else: weights that do not fit refuse the start
+    # before the dataset is generated or the run folder is touched.
+    init = init_from.callbacks_for(config)
     data.ensure_dataset(config.dataset.h5_dir)
     set_cpu_threads(config)
     last = LastMetricsCallback()
     started = time.perf_counter()
-    trainer = pretrain.train(config, callbacks=[*callbacks, last], device=device)
+    trainer = pretrain.train(config, callbacks=[*init, *callbacks, last], device=device)
     run_dir = Path(trainer.run_dir.path)
     return TrainResult(
         run_dir=run_dir,
