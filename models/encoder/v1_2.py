@@ -29,6 +29,14 @@ from models.nn import rope, sequence, varlen
 from models.nn.init import xavier_init_linears_
 
 
+@dataclasses.dataclass
+class PositionedTokens(sequence.PackedTokens):
+    """`PackedTokens` with the RoPE coordinates of its tokens: positions [B, L, A] (None without
+    RoPE), packed by the same permutation."""
+
+    positions: Tensor | None = None
+
+
 @dataclasses.dataclass(kw_only=True)
 class EncoderV12Config(EncoderV11Config):
     """Configuration of `EncoderV12`: `EncoderV11Config` plus the v1.2 attention options.
@@ -114,9 +122,16 @@ class EncoderV12(EncoderV11):
         index = packed.indices[:, :length, None].expand(-1, -1, positions.shape[-1])
         return positions.gather(1, index)
 
-    def run_blocks_at(self, packed: sequence.PackedTokens, positions: Tensor | None) -> Tensor:
-        """`run_blocks` with RoPE positions [B, L, A] and the register tokens prepended to
-        every sample (at position zero; removed again from the output) -> [B, L, D]."""
+    def run_blocks(self, packed: sequence.PackedTokens) -> Tensor:
+        """v1's `run_blocks` with the RoPE positions of `packed` (a `PositionedTokens`) and the
+        register tokens prepended to every sample (at position zero; removed again from the
+        output) -> [B, L, D], zeros at padding."""
+        positions = getattr(packed, "positions", None)
+        if self.config.rope is not None and positions is None:
+            raise ValueError(
+                "EncoderV12 with RoPE needs the packed tokens' positions: pass a PositionedTokens "
+                "(forward builds one)"
+            )
         x, kept = packed.tokens, packed.kept
         lengths = packed.varlen or varlen.Varlen.from_mask(kept)
         registers = 0 if self.register_tokens is None else self.register_tokens.shape[0]
@@ -137,11 +152,6 @@ class EncoderV12(EncoderV11):
             flat = block(flat, varlen=lengths, positions=flat_positions)
         return varlen.unflatten(flat, kept, lengths)[:, registers:]
 
-    def run_blocks(self, packed: sequence.PackedTokens) -> Tensor:
-        if self.config.rope is not None:
-            raise ValueError("EncoderV12 with RoPE runs its blocks with positions: use forward")
-        return self.run_blocks_at(packed, None)
-
     def forward(
         self,
         x: MaskedSample,
@@ -149,7 +159,8 @@ class EncoderV12(EncoderV11):
         input_res_m: float = 10.0,
         fast_pass: bool = False,
     ) -> EncoderOutput:
-        """As `Encoder.forward`, with RoPE positions built next to the encodings."""
+        """As `Encoder.forward`, with RoPE positions built next to the encodings and packed with
+        the tokens; v1's `apply_attn` (a variant's hook) then runs with them."""
         self.check_patch_size(patch_size)
         if not self.encodable_names(x):
             raise ValueError(
@@ -161,11 +172,11 @@ class EncoderV12(EncoderV11):
         embedded = self.apply_composite_encodings(embedded, x.timestamps, patch_size, input_res_m)
         tokens, mask, layout = self.collapse_and_combine_hwtc(embedded)
         packed = self.remove_masked_tokens(tokens, mask, fast_pass)
-        out = self.run_blocks_at(packed, self.pack_positions(positions, packed))
-        out = self.add_removed_tokens(self.norm(out), packed)
-        encoded = TokensAndMasks(
-            tokens=self.split_and_expand_per_modality(out, layout), masks=embedded.masks
+        packed = PositionedTokens(
+            **{field.name: getattr(packed, field.name) for field in dataclasses.fields(packed)},
+            positions=self.pack_positions(positions, packed),
         )
+        encoded = TokensAndMasks(tokens=self.apply_attn(packed, layout), masks=embedded.masks)
         return EncoderOutput(
             tokens_and_masks=self.with_decode_only_modalities(encoded, x, patch_size),
             pooled=self.pool_and_project(encoded),

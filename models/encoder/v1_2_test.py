@@ -12,7 +12,7 @@ from models.encoder.v1_1 import EncoderV11Config
 from models.encoder.v1_2 import EncoderV12, EncoderV12Config
 from models.modalities import modalities
 from models.modalities.samples import MaskValue
-from models.nn import rope
+from models.nn import rope, sequence
 from models.nn.testing import random_masked_sample
 
 NAMES = ("sentinel2_l2a", "sentinel1", "landsat", "latlon", "worldcover")
@@ -140,3 +140,12 @@ def test_bad_configs_get_one_line_errors(overrides, message):
     fields.update(overrides)
     with pytest.raises(ValueError, match=message):
         EncoderV12Config(**fields)
+
+
+def test_running_the_rope_blocks_without_positions_is_refused_with_the_fix():
+    encoder = _encoder()
+    packed = sequence.pack(torch.randn(1, 3, 32), torch.ones(1, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="pass a PositionedTokens"):
+        encoder.run_blocks(packed)
+    plain = _encoder(rope=None)
+    assert plain.run_blocks(packed).shape == (1, 3, 32)  # without RoPE no position is needed

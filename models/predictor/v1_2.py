@@ -25,6 +25,14 @@ from models.nn.init import xavier_init_linears_
 from models.predictor.predictor import Predictor, PredictorConfig, QueriesAndContext
 
 
+@dataclasses.dataclass
+class PositionedQueriesAndContext(QueriesAndContext):
+    """`QueriesAndContext` with the RoPE coordinates of every token in the original order:
+    positions [B, N, A] (None without RoPE); `apply_attn` sorts them like the tokens."""
+
+    positions: Tensor | None = None
+
+
 @dataclasses.dataclass(kw_only=True)
 class PredictorV12Config(PredictorConfig):
     """Configuration of `PredictorV12`: `PredictorConfig` plus the v1.2 attention options.
@@ -76,8 +84,15 @@ class PredictorV12(Predictor):
         )
         xavier_init_linears_(self.blocks)
 
-    def apply_attn_at(self, split: QueriesAndContext, positions: Tensor | None) -> Tensor:
-        """`apply_attn` with RoPE positions [B, N, A] in the original token order."""
+    def apply_attn(self, split: QueriesAndContext) -> Tensor:
+        """v1's `apply_attn` with the RoPE positions of `split` (a `PositionedQueriesAndContext`,
+        positions in the original token order): queries rotate by theirs, keys by the context's."""
+        positions = getattr(split, "positions", None)
+        if self.config.rope is not None and positions is None:
+            raise ValueError(
+                "PredictorV12 with RoPE needs the tokens' positions: pass a "
+                "PositionedQueriesAndContext (forward builds one)"
+            )
         queries = split.queries
         if queries.shape[1] == 0:
             return queries
@@ -89,7 +104,7 @@ class PredictorV12(Predictor):
         q_positions = kv_positions = None
         if positions is not None:
             index = split.indices[:, :, None].expand(-1, -1, positions.shape[-1])
-            ordered = positions.gather(1, index)
+            ordered = positions.gather(1, index)  # the order of split_queries_and_context
             total, num_context = ordered.shape[1], split.context.shape[1]
             q_positions = varlen.flatten(
                 ordered[:, : queries.shape[1]], split.query_mask, query_lengths
@@ -106,11 +121,6 @@ class PredictorV12(Predictor):
             )
         return varlen.unflatten(flat, split.query_mask, query_lengths)
 
-    def apply_attn(self, split: QueriesAndContext) -> Tensor:
-        if self.config.rope is not None:
-            raise ValueError("PredictorV12 with RoPE runs its blocks with positions: use forward")
-        return self.apply_attn_at(split, None)
-
     def forward(
         self,
         x: TokensAndMasks,
@@ -118,7 +128,8 @@ class PredictorV12(Predictor):
         patch_size: int,
         input_res_m: float = 10.0,
     ) -> TokensAndMasks:
-        """As `Predictor.forward`, with RoPE positions built from the input's layout."""
+        """As `Predictor.forward`, with RoPE positions built from the input's layout; v1's
+        `apply_attn` (a variant's hook) then runs with them."""
         names = [name for name in x.modality_names if name in self.config.supported_modalities]
         if not names:
             raise ValueError(
@@ -138,6 +149,10 @@ class PredictorV12(Predictor):
         tokens = self.add_mask_tokens(tokens, mask)
         tokens = self.apply_composite_encodings(tokens, layout, timestamps, patch_size, input_res_m)
         split = self.split_queries_and_context(tokens, mask)
-        decoded = self.apply_attn_at(split, positions)
+        split = PositionedQueriesAndContext(
+            **{field.name: getattr(split, field.name) for field in dataclasses.fields(split)},
+            positions=positions,
+        )
+        decoded = self.apply_attn(split)
         tokens = self.combine_queries_and_context(decoded, split)
         return TokensAndMasks(tokens=self.project_output(tokens, layout), masks=masks)
