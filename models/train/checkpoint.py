@@ -1,6 +1,7 @@
 """Atomic checkpoint directories: `checkpoints/step_<N>/`.
 
-A checkpoint is a directory of parts (`model.pt`, `optim.pt`, `trainer.pt`) plus
+A checkpoint is a directory of parts (`model.pt`, `optim.pt`, `trainer.pt`; training writes
+the model and optimizer sharded instead, see "Sharded checkpoints" below) plus
 `meta.json`. A part holds only tensors and plain values (dicts, lists, tuples, numbers,
 strings, None), and is read back with `torch.load(weights_only=True)`: the run root is
 writable by every job, so a file planted in a checkpoint folder must not run code when a
