@@ -291,12 +291,13 @@ class Trainer:
 
         Rank 0 deletes leftovers of interrupted writes, picks the checkpoint and tells the
         others, so all ranks load the same one (of a sharded checkpoint, rank 0 checks the
-        shard files' sizes and index, and every rank then reads the slices it holds). One that does not load (a damaged or planted
-        file, a garbage meta.json) is skipped with a warning naming it and why, and the next
-        older one is tried; the run resumes from the newest that loads and says that it fell
-        back. When checkpoints exist but none loads, every rank stops with one error naming
-        them rather than start over from step 0 on top of them. The skipped ones stay (for
-        inspection) until the run writes that step again, which replaces them.
+        shard files' sizes and index, and every rank then reads the slices it holds). One
+        that does not load (a damaged or planted file, a garbage meta.json) is skipped with a
+        warning naming it and why, and the next older one is tried; the run resumes from the
+        newest that loads and says that it fell back. When checkpoints exist but none loads,
+        every rank stops with one error naming them rather than start over from step 0 on top
+        of them. The skipped ones stay (for inspection) until the run writes that step again,
+        which replaces them.
 
         Returns:
             The checkpoint resumed from (also `self.resumed_from`); None: none exists, the
