@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from models.config import serialization
 from models.encoder.v1_1 import EncoderV11Config
 from models.latent_mim import sizes
 from models.latent_mim.latent_mim import LatentMIMConfig
@@ -39,6 +40,13 @@ def test_resizing_keeps_the_v1_1_classes_and_the_released_hidden_width():
     resized = sizes.resized(LatentMIMV11Config.from_size("base_shallow_decoder"), "nano")
     assert isinstance(resized, LatentMIMV11Config)
     assert resized.encoder.resolved_pixel_hidden_width == 12
+
+
+def test_config_round_trips_through_serialization_with_its_classes():
+    config = LatentMIMV11Config.from_size("tiny_shallow_decoder", target="ema")
+    back = serialization.from_dict(serialization.to_dict(config))
+    assert back == config
+    assert type(back) is LatentMIMV11Config and type(back.encoder) is EncoderV11Config
 
 
 def test_band_dropout_only_on_modalities_present():
