@@ -537,18 +537,23 @@ def test_our_exported_v1_1_weights_load_strictly_into_the_reference():
     )
 
 
-def test_parameter_counts_match_but_for_month_tables_and_the_dead_target():
-    size = sizes.get_size("nano")
+@pytest.mark.parametrize(
+    "name, pixel_hidden_width",
+    [("nano", 12), ("tiny_shallow_decoder", 64), ("base_shallow_decoder", 64)],
+)
+def test_parameter_counts_match_but_for_month_tables_and_the_dead_target(name, pixel_hidden_width):
+    size = sizes.get_size(name)
     with torch.device("meta"):
-        reference = build_reference_v1_1(size, drop_path=0.1, pixel_hidden_width=NANO_PIXEL_HIDDEN)
+        reference = build_reference_v1_1(size, drop_path=0.1, pixel_hidden_width=pixel_hidden_width)
         ours = LatentMIMV11Config.from_size(size).build()
+    assert ours.encoder.config.resolved_pixel_hidden_width == pixel_hidden_width
     counts = ours.parameter_counts()
     month_encoder = 12 * size.encoder_width // 4  # a Parameter there, a buffer here
     month_decoder = 12 * size.decoder_width // 4
     theirs_encoder = sum(p.numel() for p in reference.encoder.parameters())
     theirs_decoder = sum(p.numel() for p in reference.decoder.parameters())
     theirs_target = sum(p.numel() for p in reference.target_encoder.patch_embeddings.parameters())
-    print(f"parameters v1.1 nano: reference {theirs_encoder} / {theirs_decoder}; ours {counts}")
+    print(f"parameters v1.1 {name}: reference {theirs_encoder} / {theirs_decoder}; ours {counts}")
     assert counts["encoder"] + month_encoder == theirs_encoder
     assert counts["decoder"] + month_decoder == theirs_decoder
     assert counts["target"] == theirs_target

@@ -9,6 +9,14 @@ mode sees every band; an encoder built on its own (fine-tuning) starts with it o
 The decoder is v1's predictor with v1.1's tokenization. The v1.1 recipe's loss (masked-negatives
 patch discrimination, InfoNCE weight 0.05) and masking (random_time_with_decode) live in
 models/losses and models/masking; experiments/ put them together.
+
+Parameters of the reference's v1.1 (nine training modalities; parity_v1_1_test.py checks ours
+equal them less the frozen month tables, 12 x D / 4 per component, which we compute):
+
+    name                    per-pixel   encoder      decoder
+    nano                    12          1.70M        0.83M
+    tiny_shallow_decoder    64          12.46M       1.86M
+    base_shallow_decoder    64          113.97M      29.54M
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ Semantics, as the reference's `MultiModalPatchEmbeddings` (olmoearth-pretrain 0.
 
 Randomness comes from torch's global generator, like DropPath (models/nn/attention.py), in the
 reference's order (rate, then the [B, C] draw, then the rescue of all-dropped samples): the
-same seed gives the same masks here and there for one band set.
+same seed gives the same masks here and there for one band set. That order reads the rate and
+the "all dropped" check on the host (two device syncs per band set and step, as the reference).
 """
 
 from __future__ import annotations
