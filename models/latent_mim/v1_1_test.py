@@ -12,6 +12,8 @@ from models.encoder.v1_1 import EncoderV11Config
 from models.latent_mim import sizes
 from models.latent_mim.latent_mim import LatentMIMConfig
 from models.latent_mim.v1_1 import LatentMIMV11, LatentMIMV11Config
+from models.losses.info_nce import InfoNCELossConfig
+from models.losses.patch_discrimination import MaskedNegativesPatchDiscriminationLossConfig
 from models.modalities import modalities
 from models.modalities.samples import MaskValue
 from models.nn.testing import random_masked_sample
@@ -104,3 +106,32 @@ def test_decoded_positions_have_predictions_for_every_modality():
         decoded = mask == MaskValue.DECODER
         assert decoded.any(), name
         assert tokens[decoded].shape[-1] == 128
+
+
+def test_a_training_step_runs_on_the_test_device_with_band_dropout(device):
+    """Forward, target, loss and backward on the `device` fixture (CUDA under
+    TERRA_LAB_TEST_DEVICE=cuda): the dropout masks are drawn where the data lives and the
+    per-pixel layers of the online encoder get a gradient."""
+    model = _model().to(device).train()
+    x = random_masked_sample(patch_size=2, tokenization=SINGLE, steps=2).to(device)
+    drawn = []
+    for dropout in model.encoder.patch_embed.band_dropouts().values():
+        original = dropout.draw_keep_mask
+
+        def record(batch, bands, where, original=original):
+            keep = original(batch, bands, where)
+            drawn.append(keep.device)
+            return keep
+
+        dropout.draw_keep_mask = record
+    output = model(x, 2)
+    target = model.target_tokens(x, 2)
+    loss = MaskedNegativesPatchDiscriminationLossConfig().build()(output.decoded, target)
+    loss = loss + InfoNCELossConfig(weight=0.05).build()(output.pooled, output.pooled.flip(0))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert len(drawn) == 2 and all(where.type == device.type for where in drawn)
+    pixel = model.encoder.patch_embed.modalities["sentinel2_l2a"].band_sets[0].pixel_proj
+    assert pixel.weight.grad is not None and pixel.weight.grad.abs().sum() > 0
+    target_pixel = model.target.patch_embed.modalities["sentinel2_l2a"].band_sets[0].pixel_proj
+    assert target_pixel.weight.grad is None
