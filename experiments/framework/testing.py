@@ -95,12 +95,13 @@ def tiny_config(config: ExperimentConfig, h5_dir: str | Path, run_root: str | Pa
         microbatch_size=TINY_BATCH,
         scheduler=dataclasses.replace(config.train_module.scheduler, warmup_steps=0),
     )
+    scored = with_evaluator(config.trainer, tiny_evaluator(h5_dir))
     trainer = dataclasses.replace(
-        with_evaluator(config.trainer, tiny_evaluator(h5_dir)),
+        scored,
         run=dataclasses.replace(config.trainer.run, root=str(run_root)),
         max_duration=Duration.steps(1),
         callbacks={
-            **config.trainer.callbacks,
+            **scored.callbacks,
             "wandb": dataclasses.replace(config.trainer.callbacks["wandb"], enabled=False),
             "progress": dataclasses.replace(config.trainer.callbacks["progress"], enabled=False),
         },
