@@ -70,6 +70,8 @@ def test_dry_run_exits_0_and_diffs_only_declared_sections(name: str) -> None:
     if name != "base":
         declared = hygiene.declared_changes(module)
         entries = [line for line in diff_part.splitlines() if line.startswith("  ")]
+        # The summary names the same baseline as the heading (v1_2_base, not always base).
+        assert f"differ from {baseline};" in diff_part or f"identical to {baseline}" in diff_part
         for line in entries:
             section = line.strip().split(".", 1)[0].split(":", 1)[0]
             assert section in declared, f"{name}: {line.strip()} is outside CHANGES {declared}"

@@ -95,13 +95,14 @@ def dry_run(invocation: Invocation, stdout: TextIO, stderr: TextIO) -> int:
         print(line, file=stdout)
     # The experiment's own baseline (base, v1_2_base, ...): the module it imports as such.
     baseline = invocation.builders.baseline
-    print(_rule(f"diff against {(baseline and baseline.name) or 'base'}"), file=stdout)
+    baseline_name = (baseline and baseline.name) or "base"
+    print(_rule(f"diff against {baseline_name}"), file=stdout)
     baseline_config = baseline_config_for(invocation)
     if baseline_config is None:
         print("  (this is base: it names no baseline)", file=stdout)
     else:
         changes = diff.diff_configs(baseline_config, config, ignore=IDENTITY_FIELDS)
-        print(diff.format_diff(changes), file=stdout)
+        print(diff.format_diff(changes, baseline_name), file=stdout)
     print(_rule("run folder"), file=stdout)
     print(f"  {config.trainer.run.build().path}", file=stdout)
     return 0
