@@ -41,8 +41,14 @@ from models.eval.callback import EvaluatorCallbackConfig
 from models.eval.evaluator import EvaluatorConfig
 from models.latent_mim import sizes
 from models.latent_mim.latent_mim import LatentMIMConfig
+from models.latent_mim.v1_1 import LatentMIMV11Config
+from models.latent_mim.v1_2 import LatentMIMV12Config
 from models.losses.info_nce import InfoNCELossConfig
-from models.losses.patch_discrimination import ModalityPatchDiscriminationLossConfig
+from models.losses.patch_discrimination import (
+    MaskedNegativesPatchDiscriminationLossConfig,
+    ModalityPatchDiscriminationLossConfig,
+)
+from models.masking.with_decode import RandomTimeWithDecodeMaskingConfig
 from models.modalities import modalities
 from models.train.callbacks.checkpointer import CheckpointerConfig
 from models.train.callbacks.defaults import default_callbacks
@@ -123,10 +129,14 @@ def build_train_module_config(common: CommonComponents) -> TrainModuleConfig:
     )
 
 
-def with_adamw(config: TrainModuleConfig, *, lr: float, wd: float) -> TrainModuleConfig:
+def with_adamw(
+    config: TrainModuleConfig, *, lr: float, wd: float, fused: bool | None = None
+) -> TrainModuleConfig:
     """`config` with AdamW's peak lr and weight decay replaced (a size recipe's released
-    values; betas, eps and the kernel stay the recipe's)."""
+    values), and its kernel where `fused` is given; betas and eps stay the recipe's."""
     optimizer = dataclasses.replace(config.optimizer, lr=lr, weight_decay=wd)
+    if fused is not None:
+        optimizer = dataclasses.replace(optimizer, fused=fused)
     return dataclasses.replace(config, optimizer=optimizer)
 
 
@@ -154,6 +164,67 @@ def build_trainer_config(common: CommonComponents) -> TrainerConfig:
 
 def build_visualize_config(common: CommonComponents) -> VisualizeSettings:
     return VisualizeSettings(num_samples=4, patch_size=4, patches_per_side=8, seed=0)
+
+
+# -- the v1.1 and v1.2 recipes ---------------------------------------------------------------
+# The reference's scripts/official/v1_1/base.py and v1_2/base.py (notes: reference-olmoearth.md
+# section 4.3) change v1's recipe in these places, each a builder below; everything else
+# (optimizer, schedule, global batch, token budget, patch sizes, duration, seeds) is v1's:
+#   model       v1.1: one band set for S2 and for Landsat, a per-pixel MLP (hidden 64; 12 at
+#               nano) before the patch projection, band dropout U(0, 0.2) on S2 and Landsat
+#               (models/latent_mim/v1_1.py); v1.2 adds rope_3d_mixed in encoder and decoder
+#               (models/latent_mim/v1_2.py)
+#   masking     random_time_with_decode, 50% encoded / 50% decoded, random_ratio 0.5, over
+#               the model's single-band-set tokens
+#   losses      masked-negatives patch discrimination (tau 0.1, same-target threshold 0.999
+#               on the six maps) + InfoNCE weight 0.05
+#   batch       microbatch 64 per rank; 16 loader workers, prefetch 4
+# The token budget keeps counting v1's band sets (S2 3, Landsat 2) as the reference's v1.1
+# loader does (it passes no tokenization), so the dataset's tokenization stays the default.
+V1_1_MICROBATCH_SIZE = 64
+V1_1_INFO_NCE_WEIGHT = 0.05
+
+
+def v1_1_model_config(common: CommonComponents, size: str, **kwargs) -> LatentMIMConfig:
+    """The v1.1 model (LatentMIMV11Config) at `size` over the run's modalities."""
+    return LatentMIMV11Config.from_size(size, modalities=common.training_modalities, **kwargs)
+
+
+def v1_2_model_config(common: CommonComponents, size: str, **kwargs) -> LatentMIMConfig:
+    """The v1.2 model (LatentMIMV12Config: v1.1 + rope_3d_mixed) at `size`."""
+    return LatentMIMV12Config.from_size(size, modalities=common.training_modalities, **kwargs)
+
+
+def v1_1_masking() -> RandomTimeWithDecodeMaskingConfig:
+    """random_time_with_decode over v1.1's tokens (one band set for S2 and Landsat)."""
+    return RandomTimeWithDecodeMaskingConfig(
+        encode_ratio=0.5,
+        decode_ratio=0.5,
+        random_ratio=0.5,
+        tokenization=modalities.SINGLE_BANDSET_TOKENIZATION,
+    )
+
+
+def v1_1_dataloader_config(common: CommonComponents) -> MaskedDataLoaderConfig:
+    """v1's loader with v1.1's masking and, off `local`, 16 workers prefetching 4 batches."""
+    config = build_dataloader_config(common)
+    workers = config.num_workers if common.is_local else 16
+    return dataclasses.replace(
+        config, num_workers=workers, prefetch_factor=4, masking=v1_1_masking()
+    )
+
+
+def v1_1_train_module_config(common: CommonComponents) -> TrainModuleConfig:
+    """v1's step with v1.1's losses and microbatch of 64."""
+    config = build_train_module_config(common)
+    return dataclasses.replace(
+        config,
+        microbatch_size=V1_1_MICROBATCH_SIZE,
+        patch_loss=MaskedNegativesPatchDiscriminationLossConfig(
+            tau=0.1, same_target_threshold=0.999
+        ),
+        contrastive=dataclasses.replace(config.contrastive, weight=V1_1_INFO_NCE_WEIGHT),
+    )
 
 
 # -- CPU quickstart ------------------------------------------------------------------------
