@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import struct
 import time
 import zlib
@@ -173,4 +174,18 @@ def offline_run_files(folder: str | Path) -> list[Path]:
     found: list[Path] = []
     for pattern in patterns:
         found.extend(folder.glob(pattern))
-    return sorted(set(found))
+    return sorted(set(found), key=_attempt_order)
+
+
+_SEGMENT_FOLDER = re.compile(r"^offline-run-(\d{8}_\d{6})-(.+?)(?:-(\d+))?$")
+
+
+def _attempt_order(log: Path) -> tuple:
+    """Oldest attempt first: by the start second in the folder name, then the number W&B
+    appends (`-1`, `-2`, ...) when a resumed attempt starts within the same second. A plain
+    path sort puts `...-<id>-1/` before `...-<id>/` ('-' sorts before '/')."""
+    match = _SEGMENT_FOLDER.match(log.parent.name)
+    if match is None:
+        return (str(log.parent), "", 0, str(log))
+    started, run_id, attempt = match.groups()
+    return (str(log.parent.parent), started, int(attempt or 0), run_id, str(log))

@@ -75,3 +75,22 @@ def test_a_file_that_is_not_a_wandb_log_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"not a log at all")
     with pytest.raises(wandb_reader.WandbFormatError, match="not a W&B log"):
         wandb_reader.read_payloads(path)
+
+
+def test_offline_run_files_list_attempts_oldest_first_even_within_one_second(
+    tmp_path: Path,
+) -> None:
+    # W&B names a resumed attempt that starts in the same second as the last one `<id>-1`,
+    # `<id>-2`, ...; a later second sorts by its timestamp.
+    names = [
+        "offline-run-20261203_182258-abc",
+        "offline-run-20261203_182258-abc-1",
+        "offline-run-20261203_182258-abc-2",
+        "offline-run-20261203_182259-abc",
+        "offline-run-20261203_182259-abc-10",
+    ]
+    for name in reversed(names):
+        (tmp_path / "wandb" / name).mkdir(parents=True)
+        (tmp_path / "wandb" / name / "run-abc.wandb").write_bytes(b"")
+    found = wandb_reader.offline_run_files(tmp_path)
+    assert [log.parent.name for log in found] == names
