@@ -10,15 +10,19 @@ weights. What PATH may be (`read_weights` tells them apart):
     runs/<project>/<run>                        a run folder: its newest complete checkpoint
     model.pt (any file name)                    a state dict of our model (`torch.save`d;
                                                 also {"model": state dict})
-    weights.pth, or a folder holding it         a reference OlmoEarth release (keys
-                                                encoder.*, decoder.*, target_encoder.*),
-                                                converted by models/convert
+    weights.pth, or a folder holding it         a reference OlmoEarth v1, v1.1 or v1.2
+                                                release (keys encoder.*, decoder.*,
+                                                target_encoder.*), converted by
+                                                models/convert for the run's model version
 
 The weights must fit the run's model config exactly: every key present, none extra, every
 shape equal. Otherwise `train` refuses to start with one line naming the first key that does
 not fit (exit 2), before the run folder is touched. Only the weights are taken: the optimizer
 starts fresh and the schedule starts at step 1 with its warmup. A resumed run ignores
 `init_from`: its own checkpoint holds the weights it continues from.
+
+A reference release is converted for the version of the run's model (`_reference_converter`:
+v1.2 for the v1_2_* recipes, v1.1 for v1_1_*, v1 otherwise).
 """
 
 from __future__ import annotations
@@ -137,11 +141,23 @@ def is_reference_layout(state: Mapping[str, Any]) -> bool:
 
 def _reference_converter(model_config: Any) -> Any:
     """The models/convert function that maps a reference checkpoint of `model_config`'s
-    version (v1, v1.1) into our naming."""
-    from models.convert import reference_checkpoint, reference_v1_1
-    from models.latent_mim.v1_1 import LatentMIMV11Config
+    version into our naming, told apart by the encoder and decoder config classes (an
+    EncoderV12Config is an EncoderV11Config, so the newest version is asked first):
 
-    if isinstance(model_config, LatentMIMV11Config):
+        EncoderV12Config or PredictorV12Config  v1.2 (RoPE frequencies, qk-norms, registers)
+        EncoderV11Config                        v1.1 (per-pixel layers)
+        any other                               v1
+    """
+    from models.convert import reference_checkpoint, reference_v1_1, reference_v1_2
+    from models.encoder.v1_1 import EncoderV11Config
+    from models.encoder.v1_2 import EncoderV12Config
+    from models.predictor.v1_2 import PredictorV12Config
+
+    if isinstance(model_config.encoder, EncoderV12Config) or isinstance(
+        model_config.decoder, PredictorV12Config
+    ):
+        return reference_v1_2.convert_reference_v1_2_state_dict
+    if isinstance(model_config.encoder, EncoderV11Config):
         return reference_v1_1.convert_reference_v1_1_state_dict
     return reference_checkpoint.convert_reference_state_dict
 

@@ -17,8 +17,10 @@ from experiments.framework.experiment_config import ExperimentConfig
 from models.config import serialization
 from models.convert.reference_checkpoint import reference_state_dict_of
 from models.convert.reference_v1_1 import reference_v1_1_state_dict_of
+from models.convert.reference_v1_2 import reference_v1_2_state_dict_of
 from models.latent_mim import sizes
 from models.latent_mim.v1_1 import LatentMIMV11Config
+from models.latent_mim.v1_2 import LatentMIMV12Config
 from models.train.callbacks.callback import Callback, Phase
 
 BASE = importlib.import_module("experiments.base")
@@ -109,11 +111,21 @@ def _v1_1_model(tiny_model):
     return testing.tiny_model(LatentMIMV11Config.from_size("nano"))
 
 
+def _v1_2_model(tiny_model):
+    """v1.2 with a register token and qk-norm, so every key the v1.2 converter maps (RoPE
+    frequencies, q/k norms, registers) is in the release."""
+    config = testing.tiny_model(LatentMIMV12Config.from_size("nano"))
+    encoder = dataclasses.replace(config.encoder, num_register_tokens=1, qk_norm=True)
+    decoder = dataclasses.replace(config.decoder, qk_norm=True)
+    return dataclasses.replace(config, encoder=encoder, decoder=decoder)
+
+
 @pytest.mark.parametrize(
     "version, model_of, export",
     [
         ("v1", lambda tiny_model: tiny_model, reference_state_dict_of),
         ("v1_1", _v1_1_model, reference_v1_1_state_dict_of),
+        ("v1_2", _v1_2_model, reference_v1_2_state_dict_of),
     ],
 )
 def test_a_reference_release_is_converted_into_our_naming(
@@ -133,6 +145,20 @@ def test_a_reference_release_is_converted_into_our_naming(
     ours = model.state_dict()
     assert weights.state.keys() == ours.keys()
     assert all(torch.equal(weights.state[key], ours[key]) for key in ours)
+
+
+def test_a_v1_2_release_is_refused_by_a_v1_1_run_naming_the_rope_keys(tmp_path: Path) -> None:
+    """The version comes from the run's model: a v1.1 run does not drop a release's RoPE
+    frequencies, it refuses the release in one line that names them."""
+    v1_2 = testing.tiny_model(LatentMIMV12Config.from_size("nano"))
+    torch.save(reference_v1_2_state_dict_of(v1_2.build()), tmp_path / "weights.pth")
+    v1_1 = testing.tiny_model(LatentMIMV11Config.from_size("nano"))
+    with pytest.raises(init_from.InitFromError) as error:
+        init_from.load_checked(str(tmp_path), v1_1)
+    message = str(error.value)
+    assert "\n" not in message and error.value.exit_code == 2
+    assert "does not convert for LatentMIMV11Config" in message
+    assert "encoder.blocks.0.attn.rope_mixed_freqs" in message
 
 
 def test_weights_of_another_size_are_refused_naming_the_first_key(
