@@ -109,8 +109,9 @@ class CrossEntropyLoss(DecodedTokenLoss):
 
 
 @dataclasses.dataclass(kw_only=True)
-class DecodedTokenLossConfig(Configurable[DecodedTokenLoss]):
-    """The shared field of the per-token losses' configs."""
+class DecodedTokenLossFields(Configurable[DecodedTokenLoss]):
+    """The shared field of the per-token losses' configs (not a config itself: it builds
+    nothing, so it is not named *Config)."""
 
     weight: float = 1.0
 
@@ -119,7 +120,7 @@ class DecodedTokenLossConfig(Configurable[DecodedTokenLoss]):
 
 
 @dataclasses.dataclass(kw_only=True)
-class L1LossConfig(DecodedTokenLossConfig):
+class L1LossConfig(DecodedTokenLossFields):
     """L1 on the decoded tokens (reference `l1`). `weight` multiplies it (reference: 1)."""
 
     name = "l1"
@@ -129,7 +130,7 @@ class L1LossConfig(DecodedTokenLossConfig):
 
 
 @dataclasses.dataclass(kw_only=True)
-class L2LossConfig(DecodedTokenLossConfig):
+class L2LossConfig(DecodedTokenLossFields):
     """Mean squared error on the decoded tokens (reference `l2`). `weight` multiplies it
     (reference: 1)."""
 
@@ -140,7 +141,7 @@ class L2LossConfig(DecodedTokenLossConfig):
 
 
 @dataclasses.dataclass(kw_only=True)
-class CosineSimilarityLossConfig(DecodedTokenLossConfig):
+class CosineSimilarityLossConfig(DecodedTokenLossFields):
     """Negative cosine similarity on the decoded tokens (reference `cosine_similarity`).
     `weight` multiplies it (reference: 1)."""
 
@@ -151,7 +152,7 @@ class CosineSimilarityLossConfig(DecodedTokenLossConfig):
 
 
 @dataclasses.dataclass(kw_only=True)
-class CrossEntropyLossConfig(DecodedTokenLossConfig):
+class CrossEntropyLossConfig(DecodedTokenLossFields):
     """Cross entropy on the decoded tokens (reference `cross_entropy`). `weight` multiplies
     it (reference: 1)."""
 
