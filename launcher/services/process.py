@@ -103,12 +103,17 @@ def start_daemon(
     timeout_s: float = 60.0,
     env: dict[str, str] | None = None,
     user: str | None = None,
+    program: str | None = None,
 ) -> int:
     """Start `argv` in the foreground of a new session, record its pid, wait until `ready()`.
 
     The daemon gets its own session so that the caller's terminal or test runner ending does
-    not take it down; it is stopped only through `stop_daemon(pid_file)`.
+    not take it down; it is stopped only through `stop_daemon(pid_file)`. `program` is the
+    daemon's name once it runs (default: argv[0]'s), for an argv that starts with a wrapper
+    that execs it in the same process (`unshare ... slurmd`): a daemon that fails to become
+    ready is stopped under that name.
     """
+    program = program or os.path.basename(argv[0])
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         process = subprocess.Popen(
@@ -128,7 +133,7 @@ def start_daemon(
         if process.poll() is not None:
             pid_file.unlink(missing_ok=True)
             raise RuntimeError(
-                f"{os.path.basename(argv[0])} exited with {process.returncode} while starting; "
+                f"{program} exited with {process.returncode} while starting; "
                 f"last lines of {log_file}:\n{tail(log_file)}"
             )
         # The kernel wakes Popen (its close-on-exec pipe, or vfork) before the new program's
@@ -137,9 +142,9 @@ def start_daemon(
         if cmdline(process.pid) and ready():
             return process.pid
         time.sleep(0.05)
-    stop_daemon(pid_file, os.path.basename(argv[0]))
+    stop_daemon(pid_file, program)
     raise RuntimeError(
-        f"{os.path.basename(argv[0])} did not become ready in {timeout_s:.0f} s; "
+        f"{program} did not become ready in {timeout_s:.0f} s; "
         f"last lines of {log_file}:\n{tail(log_file)}"
     )
 

@@ -43,6 +43,35 @@ def test_a_daemon_that_exits_while_starting_reports_its_log(tmp_path):
         )
 
 
+def test_a_daemon_started_through_a_wrapper_that_never_gets_ready_is_stopped_by_its_name(
+    tmp_path,
+):
+    # `unshare ... sh -c 'exec slurmd'` in miniature: the wrapper execs the daemon in the same
+    # process, so after the timeout the pid runs `sleep`, not `sh`, and only that name stops it.
+    pid_file = tmp_path / "sleep.pid"
+    started = []
+
+    def ready() -> bool:
+        started.append(int(pid_file.read_text()))
+        return False
+
+    with pytest.raises(RuntimeError, match=r"^sleep did not become ready in 1 s"):
+        process.start_daemon(
+            ["sh", "-c", 'exec "$@"', "sh", "sleep", "60"],
+            pid_file,
+            tmp_path / "sleep.log",
+            ready=ready,
+            timeout_s=1,
+            program="sleep",
+        )
+    pid = started[-1]
+    deadline = time.monotonic() + 5
+    while process.cmdline(pid) and not process.is_zombie(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not process.cmdline(pid) or process.is_zombie(pid)  # stopped, not left running
+    assert not pid_file.exists()
+
+
 def test_a_daemon_ignoring_sigterm_is_killed_after_the_timeout(tmp_path):
     pid_file = tmp_path / "stubborn.pid"
     child = subprocess.Popen(

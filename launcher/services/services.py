@@ -21,8 +21,9 @@ loopback or on a Unix socket inside the state directory:
   that node, so ordered partition lists can be tried; `SLURM_CONF` points clients at it.
   The node runs jobs' images, so bubblewrap is installed with it (used without Docker).
   `--nodes=N` (N <= 8) runs N nodes devnode1..N instead, one slurmd each on this host (own
-  port, spool, pid and log file; the host's cores and memory split among them), so
-  multi-node jobs (torchrun across nodes, c10d rendezvous) run for real on one machine.
+  loopback address 127.0.0.N as NodeAddr and host name, port, spool, pid and log file; the
+  host's cores and memory split among them), so multi-node jobs (torchrun across nodes,
+  c10d rendezvous) run for real on one machine.
   The shape persists in slurm.conf; a different --nodes rewrites it and restarts the
   daemons (refused while jobs are queued). One node stays the default: a node per core
   would leave no node with 2 CPUs, and the one-node two-process launches need one.
@@ -276,6 +277,22 @@ def slurm_node_names(count: int) -> list[str]:
     return [f"devnode{index}" for index in range(1, count + 1)]
 
 
+def dev_node_address(index: int) -> str:
+    """The loopback address of dev node `index` (0-based) of a multi-node cluster: 127.0.0.1,
+    127.0.0.2, ...
+
+    Linux routes all of 127/8 to `lo`, so each node gets an address of its own on this one
+    host, as real nodes have. A job tells torchrun its node's address (the batch script's
+    PET_LOCAL_ADDR, from NodeAddr), and torchrun's c10d rendezvous names a node by its
+    address and its agent's pid: with one address for all, two nodes' containers (each its
+    own pid namespace, the agent pid 2 in both) were one node to it, and the rendezvous
+    waited for a second node that had already joined.
+    """
+    if not 0 <= index < MAX_DEV_NODES:
+        raise ValueError(f"dev node index {index} is outside 0..{MAX_DEV_NODES - 1}")
+    return f"127.0.0.{index + 1}"
+
+
 @dataclasses.dataclass
 class Slurm(_Service):
     """munged + slurmctld + one slurmd per node: a dev cluster named `terra-dev` on this host.
@@ -384,10 +401,12 @@ class Slurm(_Service):
             log_file = s / "slurmd-%n.log"
             node_cpus = max(1, cpus // len(nodes))
             node_memory = max(256, memory_mb // len(nodes))
+            # Each node has an address of its own (dev_node_address) and, as its slurmd runs
+            # with that address as host name (_slurmd_argv), NodeHostname is the same.
             node_lines = [
-                f"NodeName={node} NodeAddr=127.0.0.1 NodeHostname=localhost "
-                f"Port={self.slurmd_port + index} CPUs={node_cpus} RealMemory={node_memory} "
-                "State=UNKNOWN"
+                f"NodeName={node} NodeAddr={dev_node_address(index)} "
+                f"NodeHostname={dev_node_address(index)} Port={self.slurmd_port + index} "
+                f"CPUs={node_cpus} RealMemory={node_memory} State=UNKNOWN"
                 for index, node in enumerate(nodes)
             ]
             what = f"a {len(nodes)}-node dev cluster on loopback, every slurmd on this host"
@@ -465,6 +484,25 @@ PartitionName=batch Nodes={node_list} Default=NO MaxTime=INFINITE State=UP
             timeout_s=20,
         )
 
+    def _slurmd_argv(self, node: str) -> list[str]:
+        """The command of `node`'s slurmd: on a multi-node cluster, in a UTS namespace whose
+        host name is the node's address.
+
+        CommunicationParameters=NoInAddrAny (everything on loopback) makes slurmd listen on
+        the address its host name resolves to, not on its NodeAddr: with this host's name,
+        every node would listen on 127.0.0.1 and the controller and srun, which dial a node
+        at its NodeAddr, would not reach devnode2 at 127.0.0.2. A numeric host name resolves
+        to itself. Jobs inherit the namespace, so `hostname` on a node names that node.
+        """
+        slurmd = [process.program("slurmd"), "-D", "-f", str(self.conf), "-N", node]
+        if node == "localhost":
+            return slurmd
+        address = dev_node_address(self.nodes.index(node))
+        # `unshare` and then `sh` exec slurmd: the recorded pid ends up being slurmd's.
+        set_name = 'hostname "$0" && exec "$@"'
+        return [process.program("unshare"), "--uts", "--", "/bin/sh", "-c", set_name, address,
+                *slurmd]  # fmt: skip
+
     def _queued_jobs(self) -> list[str]:
         """Ids of the jobs the controller holds (pending, running, completing); [] when no
         controller of ours runs or it does not answer."""
@@ -534,12 +572,13 @@ PartitionName=batch Nodes={node_list} Default=NO MaxTime=INFINITE State=UP
         for node, pid_file in slurmd_pids.items():
             if process.running_pid(pid_file, "slurmd") is None:
                 process.start_daemon(
-                    [process.program("slurmd"), "-D", "-f", str(self.conf), "-N", node],
+                    self._slurmd_argv(node),
                     pid_file,
                     self._slurmd_file(node, "out"),
                     ready=lambda node=node: self._node_up(node),
                     timeout_s=30,
                     env=env,
+                    program="slurmd",
                 )
         deadline = time.monotonic() + 30
         while not self.healthy():

@@ -187,13 +187,16 @@ def test_a_one_node_slurm_state_restarted_as_two_nodes_runs_a_job_on_both(state_
             node: _listening_addresses(_pid(two.state_dir / f"slurmd-{node}.pid"))
             for node in ("devnode1", "devnode2")
         }
-        assert ports == {"devnode1": ["127.0.0.1:6928"], "devnode2": ["127.0.0.1:6929"]}
+        # Each node at its own address (NodeAddr), as its slurmd's host name is that address.
+        assert ports == {"devnode1": ["127.0.0.1:6928"], "devnode2": ["127.0.0.2:6929"]}
         # A start without a node count (what a launch does) keeps both nodes and daemons.
         kept = services.Slurm(state_root / "slurm", slurmctld_port=6927, slurmd_port=6928)
         assert kept.start_reporting() == (conf, False)
 
         script = state_root / "job.sh"
-        script.write_text("#!/bin/sh\nsrun --label sh -c 'echo on $SLURMD_NODENAME' | sort\n")
+        script.write_text(
+            "#!/bin/sh\nsrun --label sh -c 'echo on $SLURMD_NODENAME $(hostname)' | sort\n"
+        )
         env = dict(os.environ, SLURM_CONF=conf)
         job_id = subprocess.run(
             ["sbatch", "--parsable", "--nodes=2", "--ntasks-per-node=1",
@@ -202,7 +205,8 @@ def test_a_one_node_slurm_state_restarted_as_two_nodes_runs_a_job_on_both(state_
         ).stdout.strip()  # fmt: skip
         assert _wait_for_job(job_id, env) == "COMPLETED"
         output = (state_root / f"out-{job_id}.txt").read_text()
-        assert output == "0: on devnode1\n1: on devnode2\n"
+        # Jobs run in their node's namespace: `hostname` names the node by its address.
+        assert output == "0: on devnode1 127.0.0.1\n1: on devnode2 127.0.0.2\n"
 
         # Reshaping while the cluster holds a job would lose it: refused, daemons untouched.
         waiting = subprocess.run(

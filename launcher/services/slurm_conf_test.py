@@ -34,8 +34,10 @@ def test_two_nodes_get_their_own_names_ports_and_half_of_the_host(tmp_path):
     assert [nodes[name]["Port"] for name in nodes] == ["7018", "7019"]
     assert [nodes[name]["CPUs"] for name in nodes] == ["1", "1"]  # 2 cores, one per node
     assert [nodes[name]["RealMemory"] for name in nodes] == ["4000", "4000"]
-    # Every node is a slurmd on this host, reached on loopback by address, not by its name.
-    assert {nodes[name]["NodeAddr"] for name in nodes} == {"127.0.0.1"}
+    # Every node is a slurmd on this host, reached on loopback by address, not by its name,
+    # and each at an address of its own, as real nodes are (torchrun tells nodes apart by it).
+    assert [nodes[name]["NodeAddr"] for name in nodes] == ["127.0.0.1", "127.0.0.2"]
+    assert [nodes[name]["NodeHostname"] for name in nodes] == ["127.0.0.1", "127.0.0.2"]
     assert _setting(conf, "SlurmctldPort") == "7017"
     for partition in ("debug", "batch"):
         assert f"PartitionName={partition} Nodes=devnode1,devnode2 " in conf
@@ -64,6 +66,21 @@ def test_one_node_keeps_the_clusters_original_conf(tmp_path):
     assert _setting(conf, "SlurmdPort") == "7018"
     assert _setting(conf, "SlurmdSpoolDir") == f"{tmp_path}/spool"
     assert _setting(conf, "SlurmdLogFile") == f"{tmp_path}/slurmd.log"
+
+
+def test_each_slurmd_of_several_nodes_runs_under_its_nodes_address_as_host_name(tmp_path):
+    # NoInAddrAny: slurmd listens where its host name resolves; a numeric name resolves to
+    # itself, so devnode2's slurmd listens on 127.0.0.2, where the controller dials it.
+    slurm = services.Slurm(tmp_path, num_nodes=2)
+    argv = slurm._slurmd_argv("devnode2")
+    assert argv[1:3] == ["--uts", "--"] and argv[0].endswith("/unshare")
+    assert argv[3:7] == ["/bin/sh", "-c", 'hostname "$0" && exec "$@"', "127.0.0.2"]
+    assert argv[7].endswith("/slurmd") and argv[8:] == ["-D", "-f", str(slurm.conf), "-N",
+                                                         "devnode2"]  # fmt: skip
+    # One node keeps the host's name: its slurmd is started as it always was.
+    one = services.Slurm(tmp_path)._slurmd_argv("localhost")
+    assert one[0].endswith("/slurmd") and one[1:] == ["-D", "-f", str(slurm.conf), "-N",
+                                                      "localhost"]  # fmt: skip
 
 
 def test_nodes_are_never_given_less_than_one_cpu(tmp_path):
