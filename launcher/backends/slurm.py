@@ -6,6 +6,7 @@ It derives the torchrun rendezvous from Slurm's environment: the first host of
 SLURM_JOB_NODELIST at port 29500 + (job id mod 10000), with the job id as rendezvous id;
 then `srun` starts run_image.py once per node, which pulls the image by digest and runs the
 entrypoint (torchrun with `procs_per_node` processes when there is more than one process).
+Each node names itself to torchrun by its own NodeAddr (PET_LOCAL_ADDR, see NODE_RUNNER).
 
 `--requeue`: a preempted or failed-node job goes back to the queue and reruns the same
 script; training resumes from the run folder's newest checkpoint. Partitions are tried in
@@ -103,11 +104,28 @@ RANK_LABEL_LINES = (
     "export PET_TEE=3",
     "export TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE='[rank${rank}]: '",
 )
-# What srun runs on each node: run_image.py ($0, then its arguments) under a container name
-# of its own per node: the dev cluster's nodes share one host, and so one Docker engine.
-NODE_RUNNER = (
-    'exec python3 "$0" --name "terra-${SLURM_JOB_ID}-${SLURM_RESTART_COUNT:-0}-${SLURMD_NODENAME}"'
-    ' "$@"'
+# torchrun's c10d rendezvous tells nodes apart by address and agent pid, the address being
+# its --local_addr (PET_LOCAL_ADDR) or else the host name. Every node's image runs in a pid
+# namespace of its own, where the agent has the same pid (2 under bubblewrap) on every node;
+# nodes whose host name is the same (the dev cluster's, all on one host; containers that
+# take the host's name) were then one node to it, and the rendezvous waited for the second
+# node that had joined already. So each node names itself by its NodeAddr, the address
+# Slurm and the other nodes reach it at (the rendezvous host above is node 0's NodeAddr).
+_NODE_ADDRESS = ("PET_LOCAL_ADDR",)
+NODE_ADDRESS_LINES = (
+    'node_addr="$(scontrol show node -o "${SLURMD_NODENAME}" | grep -o \'NodeAddr=[^ ]*\' | cut -d='
+    ' -f2)"',
+    'if [ -n "${node_addr}" ]; then export PET_LOCAL_ADDR="${node_addr}"; fi',
+)
+# What srun runs on each node: its address for torchrun, then run_image.py ($0, then its
+# arguments) under a container name of its own per node: the dev cluster's nodes share one
+# host, and so one Docker engine.
+NODE_RUNNER = "; ".join(
+    [
+        *NODE_ADDRESS_LINES,
+        'exec python3 "$0" --name'
+        ' "terra-${SLURM_JOB_ID}-${SLURM_RESTART_COUNT:-0}-${SLURMD_NODENAME}" "$@"',
+    ]
 )
 
 
@@ -261,7 +279,7 @@ class SlurmBackend(Backend):
                 [
                     f"  bash -c {shlex.quote(NODE_RUNNER)} {runner}",
                     *(f"--pass-env TERRA_LAB_{name}" for name in _RENDEZVOUS),
-                    *(f"--pass-env {name}" for name in _RANK_LABEL),
+                    *(f"--pass-env {name}" for name in (*_RANK_LABEL, *_NODE_ADDRESS)),
                     f"-- {entrypoint_args}",
                 ]
             ),

@@ -80,25 +80,32 @@ import json, os, sys
 node = os.environ["SLURMD_NODENAME"]
 seen = {name: os.environ.get(name) for name in (
     "TERRA_LAB_RDZV_ENDPOINT", "TERRA_LAB_RDZV_ID", "TERRA_LAB_NNODES",
-    "PET_TEE", "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE")}
+    "PET_TEE", "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE", "PET_LOCAL_ADDR")}
 with open(os.path.join(os.environ["RUNNER_OUT"], node + ".json"), "w") as out:
     json.dump({"argv": sys.argv[1:], "env": seen}, out)
 print("runner up on", node)
 """
 
 
-def _run_two_node_job(tmp_path: Path, monkeypatch, node_addr: str | None):
+# The dev cluster's two nodes: one host, a loopback address each.
+DEV_NODE_ADDRS = {"devnode1": "127.0.0.1", "devnode2": "127.0.0.2"}
+
+
+def _run_two_node_job(tmp_path: Path, monkeypatch, node_addrs: dict[str, str] | None):
     """The batch script of a 2-node job, run as Slurm would with job id 4242 on devnode1 and
-    devnode2: scontrol answers for that allocation (`node_addr`: devnode1's NodeAddr, None:
+    devnode2: scontrol answers for that allocation (`node_addrs`: each node's NodeAddr, None:
     Slurm shows none); srun runs its command once per node, with SLURMD_NODENAME and
     SLURM_NODEID set, and labels each output line with the task number as --label does."""
     bin_dir = tmp_path / "fake-slurm"
     bin_dir.mkdir()
-    addr = f" NodeAddr={node_addr}" if node_addr else ""
+    addr_cases = "".join(
+        f'  {node}) addr=" NodeAddr={address}" ;;\n' for node, address in (node_addrs or {}).items()
+    )
     (bin_dir / "scontrol").write_text(
         "#!/bin/sh\n"
         'if [ "$2" = hostnames ]; then printf "devnode1\\ndevnode2\\n"; exit 0; fi\n'
-        f'if [ "$2" = node ]; then echo "NodeName=$4 Arch=x86_64{addr} State=IDLE"; exit 0; fi\n'
+        f'addr=""\ncase "$4" in\n{addr_cases}esac\n'
+        'if [ "$2" = node ]; then echo "NodeName=$4 Arch=x86_64${addr} State=IDLE"; exit 0; fi\n'
         "exit 1\n"
     )
     (bin_dir / "srun").write_text(
@@ -134,7 +141,7 @@ def _run_two_node_job(tmp_path: Path, monkeypatch, node_addr: str | None):
 
 def test_two_nodes_meet_at_the_first_nodes_address_from_slurm_not_its_name(tmp_path, monkeypatch):
     # The dev cluster's node names resolve through no DNS; Slurm knows their address.
-    result, seen = _run_two_node_job(tmp_path, monkeypatch, node_addr="127.0.0.1")
+    result, seen = _run_two_node_job(tmp_path, monkeypatch, DEV_NODE_ADDRS)
     for node in ("devnode1", "devnode2"):
         env = seen[node]["env"]
         assert env["TERRA_LAB_RDZV_ENDPOINT"] == f"127.0.0.1:{29500 + 4242}"
@@ -142,17 +149,34 @@ def test_two_nodes_meet_at_the_first_nodes_address_from_slurm_not_its_name(tmp_p
     assert "NodeAddr" not in result.stderr
 
 
+def test_each_node_tells_torchrun_its_own_address_from_slurm(tmp_path, monkeypatch):
+    # torchrun tells rendezvous nodes apart by address and agent pid; in the nodes' images
+    # the agents' pids are equal, and the dev nodes share a host name: only the address
+    # Slurm has for each node (PET_LOCAL_ADDR: torchrun's --local_addr) sets them apart.
+    _, seen = _run_two_node_job(tmp_path, monkeypatch, DEV_NODE_ADDRS)
+    assert {node: seen[node]["env"]["PET_LOCAL_ADDR"] for node in seen} == DEV_NODE_ADDRS
+    assert "--pass-env PET_LOCAL_ADDR" in " ".join(seen["devnode1"]["argv"])
+
+
+def test_without_node_addresses_torchrun_names_each_node_by_its_host_name(tmp_path, monkeypatch):
+    _, seen = _run_two_node_job(tmp_path, monkeypatch, node_addrs=None)
+    assert {node: seen[node]["env"]["PET_LOCAL_ADDR"] for node in seen} == {
+        "devnode1": None,
+        "devnode2": None,
+    }
+
+
 def test_without_a_node_address_the_rendezvous_dials_the_node_name_and_says_so(
     tmp_path, monkeypatch
 ):
-    result, seen = _run_two_node_job(tmp_path, monkeypatch, node_addr=None)
+    result, seen = _run_two_node_job(tmp_path, monkeypatch, node_addrs=None)
     assert seen["devnode2"]["env"]["TERRA_LAB_RDZV_ENDPOINT"] == f"devnode1:{29500 + 4242}"
     assert "Slurm gives no NodeAddr for devnode1; the rendezvous dials devnode1" in result.stderr
 
 
 def test_each_node_runs_the_image_under_a_container_name_of_its_own(tmp_path, monkeypatch):
     # Two dev nodes share one host and so one Docker engine: one name each, or one fails.
-    _, seen = _run_two_node_job(tmp_path, monkeypatch, node_addr="127.0.0.1")
+    _, seen = _run_two_node_job(tmp_path, monkeypatch, DEV_NODE_ADDRS)
     names = {node: seen[node]["argv"][seen[node]["argv"].index("--name") + 1] for node in seen}
     assert names == {"devnode1": "terra-4242-0-devnode1", "devnode2": "terra-4242-0-devnode2"}
     for node in seen:
@@ -168,7 +192,7 @@ def test_each_node_runs_the_image_under_a_container_name_of_its_own(tmp_path, mo
 def test_log_lines_carry_the_node_task_and_torchrun_is_told_to_prefix_the_global_rank(
     tmp_path, monkeypatch
 ):
-    result, seen = _run_two_node_job(tmp_path, monkeypatch, node_addr="127.0.0.1")
+    result, seen = _run_two_node_job(tmp_path, monkeypatch, DEV_NODE_ADDRS)
     assert "0: runner up on devnode1\n1: runner up on devnode2\n" in result.stdout
     for node in seen:
         # torchrun reads its options from PET_<OPTION>: --tee 3 copies each worker's stdout
