@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from launcher import testing
 from launcher.backends.backend import JobState
@@ -42,7 +43,15 @@ TOLERANCE = 1e-5
 # Four steps of the smoke recipe: enough for the losses to depend on the updates between
 # steps (a broken allreduce would make step 2 onwards differ), small enough for minutes.
 STEPS = 4
-SMOKE = [o for o in testing.NANO_SMOKE_OVERRIDES if not o.startswith("--trainer.max_steps")]
+SMOKE = [
+    *(o for o in testing.NANO_SMOKE_OVERRIDES if not o.startswith("--trainer.max_steps")),
+    # `local` shortens nano's warmup to 20 steps (script.for_local_cpu), `slurm` keeps 8000:
+    # the two-node and one-node runs must share their learning rates to share their losses
+    # (with 8000 vs 20, step 2's loss differed by 1e-2 after a bit-equal step 1).
+    "--train_module.scheduler.warmup_steps=20",
+]
+# The config sections that decide the losses; the runs differ only in name, cluster, launch.
+TRAINING_SECTIONS = ("model", "dataset", "data_loader", "train_module")
 TWO_NODES = ["--launch.num_nodes=2", "--launch.num_gpus=1"]
 
 
@@ -164,7 +173,13 @@ def test_one_node_with_two_processes_logs_the_same_losses(two_node_run, workspac
     backend = LocalBackend(testing.real_home() / ".cache/terra-lab/jobs/local")
     status = testing.wait_for_job(backend, job_id, timeout_s=900)
     assert status.state is JobState.COMPLETED, testing.job_report(backend, job_id, status)
-    one_node = _metrics(workspace / "runs" / PROJECT / run)
+    one_node_dir = workspace / "runs" / PROJECT / run
+    configs = [
+        yaml.safe_load((path / "config.yaml").read_text()) for path in (one_node_dir, two_nodes_dir)
+    ]
+    for section in TRAINING_SECTIONS:
+        assert configs[0][section] == configs[1][section], f"the runs' {section} differ"
+    one_node = _metrics(one_node_dir)
     two_nodes = _metrics(two_nodes_dir)
     assert [row["step"] for row in one_node] == [row["step"] for row in two_nodes]
     differences = {
