@@ -110,6 +110,10 @@ def _checkpoint_weights(path: Path, source: str) -> dict[str, Tensor]:
 def _resolve(source: str) -> tuple[Path, str]:
     """The file or checkpoint folder `source` names, and its kind ("checkpoint" or "file")."""
     path = Path(os.path.expanduser(source))
+    if not path.is_absolute():
+        # `bazel run` starts the command in its runfiles; a relative path means the folder
+        # the user typed it in (BUILD_WORKING_DIRECTORY), as for tools/compare's --runs.
+        path = Path(os.environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd()) / path
     if path.is_file():
         return path, "file"
     if not path.is_dir():

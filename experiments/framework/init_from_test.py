@@ -95,6 +95,16 @@ def test_a_run_folder_stands_for_its_newest_checkpoint(
     assert weights.resolved == source_run.checkpoints[-1] and weights.layout == "checkpoint"
 
 
+def test_a_relative_path_is_read_from_the_folder_bazel_run_was_typed_in(
+    source_run: training.TrainResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `bazel run` starts the command in its runfiles, not where the user typed the path.
+    monkeypatch.setenv("BUILD_WORKING_DIRECTORY", str(source_run.run_dir.parent))
+    monkeypatch.chdir("/")
+    weights = init_from.read_weights(source_run.run_dir.name, None)
+    assert weights.resolved == source_run.checkpoints[-1] and weights.layout == "checkpoint"
+
+
 def test_a_state_dict_file_is_read_bare_or_under_model(
     source_run: training.TrainResult, tiny_data: Path, runs: Path, tmp_path: Path
 ) -> None:
