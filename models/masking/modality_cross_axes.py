@@ -26,15 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-
-from models.masking import base
 from models.masking.modality_cross import (
     ModalityCrossRandomMasking,
     ModalityCrossRandomMaskingConfig,
 )
 from models.masking.random_space_time import SpaceMasking, TimeMasking, TimeMaskingConfig
-from models.masking.space_time import SPACE_PROBABILITY, choose_per_sample, timesteps_with_data
+from models.masking.space_time import SpaceTimeMasking
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -96,25 +93,11 @@ class ModalityCrossSpaceTimeMaskingConfig(ModalityCrossTimeMaskingConfig):
         return ModalityCrossSpaceTimeMasking(self)
 
 
-class ModalityCrossSpaceTimeMasking(base.MaskingStrategy):
-    """See the module docstring. Both candidates are drawn for every sample, so the
-    generator's stream does not depend on the coin flips."""
+class ModalityCrossSpaceTimeMasking(SpaceTimeMasking):
+    """See the module docstring. space_time's per-sample choice over the modality-cross
+    pair: both candidates are drawn for every sample, so the generator's stream does not
+    depend on the coin flips."""
 
     config: ModalityCrossSpaceTimeMaskingConfig
-
-    def __init__(self, config: ModalityCrossSpaceTimeMaskingConfig) -> None:
-        super().__init__(config)
-        self.space = ModalityCrossSpaceMasking(config)
-        self.time = ModalityCrossTimeMasking(config)
-
-    def token_masks(
-        self, present: dict[str, torch.Tensor], generator: torch.Generator
-    ) -> dict[str, torch.Tensor]:
-        if not present:
-            return {}
-        first = next(iter(present.values()))
-        coin = base.uniform((first.shape[0],), generator, first.device)
-        space = self.space.token_masks(present, generator)
-        time = self.time.token_masks(present, generator)
-        enough_steps = timesteps_with_data(self, present) >= self.config.min_timesteps
-        return choose_per_sample((coin >= SPACE_PROBABILITY) & enough_steps, space, time)
+    space_class = ModalityCrossSpaceMasking
+    time_class = ModalityCrossTimeMasking

@@ -70,11 +70,15 @@ class SpaceTimeMasking(base.MaskingStrategy):
     """See the module docstring."""
 
     config: SpaceTimeMaskingConfig
+    # The two strategies a sample's coin chooses between; a subclass swaps in others that
+    # read the same config (modality_cross_axes: the modality-cross pair).
+    space_class: type[base.MaskingStrategy] = SpaceMasking
+    time_class: type[base.MaskingStrategy] = TimeMasking
 
     def __init__(self, config: SpaceTimeMaskingConfig) -> None:
         super().__init__(config)
-        self.space = SpaceMasking(config)
-        self.time = TimeMasking(config)
+        self.space = self.space_class(config)
+        self.time = self.time_class(config)
 
     def token_masks(
         self, present: dict[str, torch.Tensor], generator: torch.Generator
