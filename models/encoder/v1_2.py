@@ -56,12 +56,7 @@ class EncoderV12Config(EncoderV11Config):
     def __post_init__(self) -> None:
         super().__post_init__()
         owner = type(self).__name__
-        if self.rope is not None:
-            if not isinstance(self.rope, rope.RopeConfig):
-                raise ValueError(
-                    f"{owner}.rope must be a RopeConfig or None, got {type(self.rope).__name__}"
-                )
-            self.rope.check_heads(owner, self.width, self.num_heads)
+        rope.check_rope_field(owner, self.rope, self.width, self.num_heads)
         if self.num_register_tokens < 0:
             raise ValueError(
                 f"{owner}.num_register_tokens must be >= 0, got {self.num_register_tokens}"

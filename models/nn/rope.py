@@ -413,6 +413,16 @@ class RopeConfig(Configurable[Rope]):
 # -- attention and blocks with RoPE and qk-norm --------------------------------------------------
 
 
+def check_rope_field(owner: str, value: object, width: int, num_heads: int) -> None:
+    """Checks an encoder's or decoder's optional `rope` field (None: no RoPE): a RopeConfig
+    whose kind can rotate heads of width / num_heads; otherwise a one-line ValueError."""
+    if value is None:
+        return
+    if not isinstance(value, RopeConfig):
+        raise ValueError(f"{owner}.rope must be a RopeConfig or None, got {type(value).__name__}")
+    value.check_heads(owner, width, num_heads)
+
+
 def _qk_norm(head_dim: int, enabled: bool) -> nn.Module:
     """LayerNorm over each head's features (eps 1e-5, as the reference), or identity."""
     return nn.LayerNorm(head_dim) if enabled else nn.Identity()

@@ -49,13 +49,7 @@ class PredictorV12Config(PredictorConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        owner = type(self).__name__
-        if self.rope is not None:
-            if not isinstance(self.rope, rope.RopeConfig):
-                raise ValueError(
-                    f"{owner}.rope must be a RopeConfig or None, got {type(self.rope).__name__}"
-                )
-            self.rope.check_heads(owner, self.width, self.num_heads)
+        rope.check_rope_field(type(self).__name__, self.rope, self.width, self.num_heads)
 
     def build(self) -> PredictorV12:
         return PredictorV12(self)
