@@ -34,6 +34,8 @@ def build_reference(
     drop_path: float,
     projection_only_target: bool = False,
     modality_names: tuple[str, ...] = V1_MODALITIES,
+    encoder_options: dict | None = None,
+    decoder_options: dict | None = None,
 ) -> torch.nn.Module:
     """The reference's v1 LatentMIM (scripts/official/v1) at `size`.
 
@@ -43,6 +45,8 @@ def build_reference(
         projection_only_target: keep only the patch embeddings as the target (the reference's
             v1.2 `base_faster`); False is v1, whose target is a full frozen encoder copy.
         modality_names: supported modalities of encoder and decoder.
+        encoder_options, decoder_options: further reference EncoderConfig / PredictorConfig
+            options, over v1's (the v1.1 and v1.2 builders pass theirs here).
     """
     names = list(modality_names)
     encoder = RefEncoderConfig(
@@ -54,7 +58,7 @@ def build_reference(
         max_patch_size=8,
         drop_path=drop_path,
         max_sequence_length=12,
-        use_linear_patch_embed=False,
+        **{"use_linear_patch_embed": False, **(encoder_options or {})},
     )
     decoder = RefPredictorConfig(
         encoder_embedding_size=size.encoder_width,
@@ -64,6 +68,7 @@ def build_reference(
         num_heads=size.decoder_heads,
         supported_modality_names=names,
         max_sequence_length=12,
+        **(decoder_options or {}),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # max_sequence_length is a no-op

@@ -9,20 +9,15 @@ Importing this module needs the reference (see models/convert/reference_batch.py
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
-from models.convert.reference_batch import V1_MODALITIES
+from models.convert.reference_batch import V1_MODALITIES, build_reference
 from models.latent_mim import sizes
 from models.modalities import modalities
 from models.testing import reference_env
 
 reference_env.activate()
 
-from olmoearth_pretrain.nn.flexi_vit import EncoderConfig as RefEncoderConfig  # noqa: E402
-from olmoearth_pretrain.nn.flexi_vit import PredictorConfig as RefPredictorConfig  # noqa: E402
-from olmoearth_pretrain.nn.latent_mim import LatentMIMConfig as RefLatentMIMConfig  # noqa: E402
 from olmoearth_pretrain.nn.tokenization import (  # noqa: E402
     ModalityTokenization as RefModalityTokenization,
 )
@@ -64,40 +59,22 @@ def build_reference_v1_1(
     """
     names = list(modality_names)
     tokenization = reference_tokenization(modalities.SINGLE_BANDSET_TOKENIZATION)
-    encoder = RefEncoderConfig(
-        embedding_size=size.encoder_width,
-        num_heads=size.encoder_heads,
-        depth=size.encoder_depth,
-        mlp_ratio=size.mlp_ratio,
-        supported_modality_names=names,
-        max_patch_size=8,
-        drop_path=drop_path,
-        max_sequence_length=12,
-        tokenization_config=tokenization,
-        use_linear_patch_embed=True,
-        patch_embed_hidden_sizes=[pixel_hidden_width],
-        band_dropout_rate=V1_1_BAND_DROPOUT_RATE,
-        random_band_dropout=True,
-        band_dropout_modalities=[m for m in V1_1_BAND_DROPOUT_MODALITIES if m in names],
-        **encoder_options,
+    model = build_reference(
+        size,
+        drop_path,
+        projection_only_target,
+        modality_names,
+        encoder_options={
+            "tokenization_config": tokenization,
+            "use_linear_patch_embed": True,
+            "patch_embed_hidden_sizes": [pixel_hidden_width],
+            "band_dropout_rate": V1_1_BAND_DROPOUT_RATE,
+            "random_band_dropout": True,
+            "band_dropout_modalities": [m for m in V1_1_BAND_DROPOUT_MODALITIES if m in names],
+            **encoder_options,
+        },
+        decoder_options={"tokenization_config": tokenization},
     )
-    decoder = RefPredictorConfig(
-        encoder_embedding_size=size.encoder_width,
-        decoder_embedding_size=size.decoder_width,
-        depth=size.decoder_depth,
-        mlp_ratio=size.mlp_ratio,
-        num_heads=size.decoder_heads,
-        supported_modality_names=names,
-        max_sequence_length=12,
-        tokenization_config=tokenization,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # max_sequence_length is a no-op
-        model = RefLatentMIMConfig(
-            encoder_config=encoder,
-            decoder_config=decoder,
-            projection_only_target=projection_only_target,
-        ).build()
     # What the reference's train module does on construction (train_module.py): the online
     # encoder drops bands, the target copy (made before this) never does.
     model.encoder.enable_band_dropout()
