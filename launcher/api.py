@@ -27,7 +27,7 @@ from launcher.launch import (
 )
 from launcher.resubmit import ResubmitResult, resubmit_image
 from launcher.settings import PRIORITIES, JobResources, LaunchSettings
-from launcher.workspace import workspace_root
+from launcher.workspace import user_path, workspace_root
 
 __all__ = [
     "PRIORITIES",
@@ -50,6 +50,7 @@ __all__ = [
     "launch_runs",
     "resolve_commit",
     "resubmit_image",
+    "user_path",
     "workspace_root",
 ]
 

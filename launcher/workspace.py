@@ -33,3 +33,14 @@ def workspace_root(environ: Mapping[str, str] | None = None) -> Path:
     if result.returncode == 0 and result.stdout.strip():
         return Path(result.stdout.strip())
     return Path.cwd()
+
+
+def user_path(text: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Path:
+    """A path as the user typed it: `~` expanded, a relative one taken from the folder the
+    command was typed in ($BUILD_WORKING_DIRECTORY under `bazel run`, which itself starts
+    in the runfiles), else from the working directory."""
+    environ = os.environ if environ is None else environ
+    path = Path(text).expanduser()
+    if path.is_absolute():
+        return path
+    return Path(environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd()) / path

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from experiments.framework.errors import CommandError
+from launcher import api as launcher
 from models.train import checkpoint
 from models.train.callbacks.callback import Callback, Phase
 
@@ -109,11 +109,7 @@ def _checkpoint_weights(path: Path, source: str) -> dict[str, Tensor]:
 
 def _resolve(source: str) -> tuple[Path, str]:
     """The file or checkpoint folder `source` names, and its kind ("checkpoint" or "file")."""
-    path = Path(os.path.expanduser(source))
-    if not path.is_absolute():
-        # `bazel run` starts the command in its runfiles; a relative path means the folder
-        # the user typed it in (BUILD_WORKING_DIRECTORY), as for tools/compare's --runs.
-        path = Path(os.environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd()) / path
+    path = launcher.user_path(source)  # `bazel run` starts in its runfiles
     if path.is_file():
         return path, "file"
     if not path.is_dir():

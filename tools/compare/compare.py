@@ -22,23 +22,14 @@ baseline, Holm-corrected verdicts, power and the seeds needed for 80% power (to 
 
 from __future__ import annotations
 
-import os
 import types
 from pathlib import Path
 
 from absl import app, flags
 
 from launcher.cli import command
+from launcher.workspace import user_path
 from tools.compare import analysis, report, runs, study_report
-
-
-def _user_path(text: str) -> Path:
-    """A path as the user typed it: relative to where `bazel run` was called."""
-    path = Path(text).expanduser()
-    if path.is_absolute():
-        return path
-    return Path(os.environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd()) / path
-
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("runs", None, "run folder(s) or a W&B project", flag_values=FLAGS)
@@ -87,8 +78,8 @@ def run(args: types.SimpleNamespace) -> int:
         return run_study(args)
     if args.min_effect is not None:
         raise app.UsageError("--min-effect applies to --study reports only")
-    runs_root = _user_path(args.runs_root)
-    typed = _user_path(args.runs)
+    runs_root = user_path(args.runs_root)
+    typed = user_path(args.runs)
     target = str(typed) if typed.exists() else args.runs  # else: a project name
     try:
         found = runs.discover(target, runs_root, args.entity)
@@ -98,11 +89,11 @@ def run(args: types.SimpleNamespace) -> int:
     if args.window is not None and args.window < 1:
         raise app.UsageError("--window must be >= 1")
     if args.out is not None:
-        out = _user_path(args.out)
+        out = user_path(args.out)
     elif Path(target).is_dir():
         out = Path(target) / "compare"
     else:
-        out = _user_path(f"compare_{Path(target).name}")
+        out = user_path(f"compare_{Path(target).name}")
     paths = report.write_report(
         found,
         baseline,
@@ -121,8 +112,8 @@ def run(args: types.SimpleNamespace) -> int:
 
 
 def run_study(args: types.SimpleNamespace) -> int:
-    manifest = _user_path(args.study)
-    out = _user_path(args.out) if args.out is not None else manifest.parent / "compare"
+    manifest = user_path(args.study)
+    out = user_path(args.out) if args.out is not None else manifest.parent / "compare"
     paths = study_report.write_study_report(
         manifest, out, min_effect=study_report.parse_min_effect(args.min_effect)
     )

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 from absl import flags, logging
 
 from launcher.cli import command
+from launcher.workspace import user_path
 
 EXPERIMENTS = (
     "base",
@@ -114,12 +114,6 @@ def _finished(run_dir: Path, steps: int) -> bool:
     return latest is not None and checkpoint.read_meta(latest)["step"] >= steps
 
 
-def _user_path(text: str) -> Path:
-    path = Path(text).expanduser()
-    base = Path(os.environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd())
-    return path if path.is_absolute() else base / path
-
-
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("run-root", None, "where the four run folders go", flag_values=FLAGS)
 flags.DEFINE_string("report", None, "where the report goes", flag_values=FLAGS)
@@ -138,7 +132,7 @@ def parse_args(argv: Sequence[str]) -> types.SimpleNamespace:
 
 
 def run(args: types.SimpleNamespace) -> int:
-    args.run_root = _user_path(args.run_root)
+    args.run_root = user_path(args.run_root)
 
     import torch
 
@@ -161,7 +155,7 @@ def run(args: types.SimpleNamespace) -> int:
                 model, latest_checkpoint(run_dir), run_dir=run_dir, evaluator=evaluator
             )
             logging.info("%s step %d: %s", experiment, scored.step, scored.metrics)
-    report = str(_user_path(args.report))
+    report = str(user_path(args.report))
     # The committed report must not name a folder of this machine.
     source = f"<--run-root>/{args.project} (run folders and their offline W&B runs)"
     return compare.main(
